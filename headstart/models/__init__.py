@@ -1,0 +1,32 @@
+"""Model families. Adding one = one module with a :class:`ModelAdapter` subclass, registered here,
+plus its tiny-config parity test."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+from headstart.errors import TeacherError
+from headstart.models.base import Counts, Layout, ModelAdapter
+from headstart.models.gpt_neox import GPTNeoXAdapter
+from headstart.models.llama import LlamaAdapter
+
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlamaAdapter, GPTNeoXAdapter)
+
+
+def supported_model_types() -> list[str]:
+    """Every Hugging Face ``model_type`` headstart can cut sub-networks from."""
+    return sorted(t for a in ADAPTERS for t in a.model_types)
+
+
+def get_adapter(config: PretrainedConfig) -> ModelAdapter:
+    """The adapter for ``config``'s family; a clear error for an unsupported architecture."""
+    model_type = getattr(config, "model_type", None)
+    for adapter in ADAPTERS:
+        if model_type in adapter.model_types:
+            return adapter(config)
+    raise TeacherError(
+        f"unsupported architecture {model_type!r}; headstart supports {', '.join(supported_model_types())}"
+    )
+
+
+__all__ = ["ADAPTERS", "Counts", "Layout", "ModelAdapter", "get_adapter", "supported_model_types"]

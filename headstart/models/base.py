@@ -1,0 +1,226 @@
+"""The one interface every model family implements.
+
+An adapter knows, for one family of Hugging Face causal LMs: the teacher's dimensions, the
+family's constraints on a legal student config, how to slice a teacher state dict by a
+:class:`~headstart.spec.SubnetSpec`, the student's config, where the calibration hooks go, and
+the analytic parameter/FLOP count. It is the only code that knows the family's weight names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+
+from headstart.errors import SpecError
+from headstart.spec import SubnetSpec, TeacherDims
+
+Tensor = torch.Tensor
+
+# Config keys that belong to the source checkpoint, not to a student built from it.
+_DROP_CONFIG_KEYS = ("quantization_config", "_name_or_path", "transformers_version", "auto_map")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What a family's blocks contain, for analytic counting."""
+
+    qkv_bias: bool  # biases on q/k/v projections
+    o_bias: bool  # bias on the attention output projection
+    gated_mlp: bool  # gate/up/down (3 matrices) vs up/down (2)
+    mlp_bias: bool  # biases on MLP projections
+    norm_bias: bool  # LayerNorm (weight+bias) vs RMSNorm (weight)
+    qk_norm: bool  # per-head RMSNorm on q and k (Qwen3)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Analytic size of a (sub-)network."""
+
+    params: int  # every parameter, tied embeddings counted once
+    embedding_params: int  # input embedding (+ untied output head)
+    flops_per_token: int  # forward FLOPs per token at the given context length
+
+    @property
+    def non_embedding_params(self) -> int:
+        """Parameters outside the embedding and output head."""
+        return self.params - self.embedding_params
+
+
+class ModelAdapter(ABC):
+    """Family-specific knowledge behind one interface. Construct with the teacher's config."""
+
+    #: Hugging Face ``model_type`` values this adapter handles.
+    model_types: tuple[str, ...] = ()
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        self.config = config
+        self.dims = self._dims(config)
+        self.layout = self._layout(config)
+        self.tied = bool(getattr(config, "tie_word_embeddings", False))
+
+    # -- family facts --------------------------------------------------------------------------
+    @abstractmethod
+    def _dims(self, config: PretrainedConfig) -> TeacherDims: ...
+
+    @abstractmethod
+    def _layout(self, config: PretrainedConfig) -> Layout: ...
+
+    def check(self, spec: SubnetSpec) -> None:
+        """Raise :class:`SpecError` if the family cannot express ``spec`` (indices already valid).
+
+        Families with constraints that their config class does not enforce override this.
+        """
+
+    @abstractmethod
+    def slice_state_dict(self, state: dict[str, Tensor], spec: SubnetSpec) -> dict[str, Tensor]:
+        """The student's state dict: teacher tensors indexed by ``spec`` (every key mapped)."""
+
+    @abstractmethod
+    def _student_overrides(self, spec: SubnetSpec) -> dict:
+        """Config fields that change for the student."""
+
+    # -- module access for calibration hooks ---------------------------------------------------
+    @abstractmethod
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList: ...
+
+    @abstractmethod
+    def attn_output_proj(self, layer: nn.Module) -> nn.Linear:
+        """The linear layer whose input is the concatenation of the attention heads."""
+
+    @abstractmethod
+    def mlp_output_proj(self, layer: nn.Module) -> nn.Linear:
+        """The linear layer whose input is the MLP's neuron activations."""
+
+    @abstractmethod
+    def hidden_norms(self, model: nn.Module) -> Iterator[nn.Module]:
+        """Every norm whose output lives in the residual (hidden) space."""
+
+    # -- shared behaviour ----------------------------------------------------------------------
+    def validate(self, spec: SubnetSpec) -> SubnetSpec:
+        """Generic index checks, the family's own constraints, and its config class's checks."""
+        self.student_config(spec)
+        return spec
+
+    def student_config(self, spec: SubnetSpec) -> PretrainedConfig:
+        """A config of the teacher's family describing the student (validated by transformers)."""
+        spec.validate(self.dims)
+        self.check(spec)
+        data = self.config.to_dict()
+        for key in _DROP_CONFIG_KEYS:
+            data.pop(key, None)
+        layer_types = data.get("layer_types")
+        if isinstance(layer_types, list) and len(layer_types) == self.dims.num_layers:
+            data["layer_types"] = [layer_types[i] for i in spec.layers]
+        if "max_window_layers" in data:
+            data["max_window_layers"] = min(data["max_window_layers"], spec.num_layers)
+        data.update(self._student_overrides(spec))
+        model_type = data.pop("model_type")
+        try:
+            return AutoConfig.for_model(model_type, **data)
+        except ValueError as exc:  # the family's config class rejects this shape
+            msg = str(exc).strip().splitlines()[0]
+            raise SpecError(f"{type(self.config).__name__} rejects {spec.describe()}: {msg}") from None
+
+    def counts(self, spec: SubnetSpec | None = None, seq_len: int = 2048) -> Counts:
+        """Parameters and forward FLOPs per token of ``spec`` (the teacher when ``None``).
+
+        FLOPs count 2 per multiply-accumulate of every matrix (the output head included) plus
+        attention scores and weighted values, ``4 * seq_len * heads * head_dim`` per layer (no
+        causal discount), as in Kaplan et al.; norms, activations and softmax are ignored.
+        """
+        d, lo = self.dims, self.layout
+        if spec is None:
+            n_layers, h, kv, nq, m = (d.num_layers, d.hidden_size, d.num_kv_heads, d.num_heads,
+                                      d.intermediate_size)
+        else:
+            n_layers, h, kv, nq, m = (spec.num_layers, spec.hidden_size, spec.num_kv_heads,
+                                      spec.num_heads, spec.intermediate_size)
+        hd, v = d.head_dim, d.vocab_size
+        q_out, kv_out = nq * hd, kv * hd
+        attn_mat = h * q_out + 2 * h * kv_out + q_out * h
+        attn_vec = (q_out + 2 * kv_out if lo.qkv_bias else 0) + (h if lo.o_bias else 0)
+        attn_vec += 2 * hd if lo.qk_norm else 0
+        mlp_mat = (3 if lo.gated_mlp else 2) * h * m
+        mlp_vec = ((2 * m if lo.gated_mlp else m) + h) if lo.mlp_bias else 0
+        norm = h * (2 if lo.norm_bias else 1)
+        per_layer = attn_mat + attn_vec + mlp_mat + mlp_vec + 2 * norm
+        embedding = v * h * (1 if self.tied else 2)
+        params = embedding + n_layers * per_layer + norm
+        flops = 2 * (n_layers * (attn_mat + mlp_mat) + v * h) + n_layers * 4 * seq_len * q_out
+        return Counts(params=params, embedding_params=embedding, flops_per_token=flops)
+
+
+def index(t: Tensor, dim: int, idx: list[int] | tuple[int, ...]) -> Tensor:
+    """``t`` restricted to ``idx`` along ``dim`` (a fresh contiguous tensor)."""
+    return t.index_select(dim, torch.as_tensor(idx, dtype=torch.long, device=t.device)).contiguous()
+
+
+def head_rows(groups: tuple[int, ...], heads: tuple[tuple[int, ...], ...], hpg: int, head_dim: int) -> list[int]:
+    """Row indices of the kept query heads of a q projection, grouped as transformers' GQA expects."""
+    rows: list[int] = []
+    for g, offsets in zip(groups, heads):
+        for j in offsets:
+            start = (g * hpg + j) * head_dim
+            rows.extend(range(start, start + head_dim))
+    return rows
+
+
+def group_rows(groups: tuple[int, ...], head_dim: int) -> list[int]:
+    """Row indices of the kept key/value heads of a k or v projection."""
+    return [g * head_dim + i for g in groups for i in range(head_dim)]
+
+
+Rules = dict[str, list[tuple[int, list[int]]]]  # weight name -> [(dim, kept indices), ...]
+
+# Output heads that share the input embedding's storage when embeddings are tied.
+_TIED_HEADS = ("lm_head.weight",)
+
+
+def slice_by_rules(
+    state: dict[str, Tensor],
+    spec: SubnetSpec,
+    top: Rules,
+    layer_prefix: str,
+    layer_rules: Callable[[int], Rules],
+    tied: bool,
+) -> dict[str, Tensor]:
+    """Slice a teacher state dict into the student's.
+
+    ``top`` gives the rules of weights outside the decoder layers; ``layer_rules(i)`` those of
+    student layer ``i``, whose weights come from teacher layer ``spec.layers[i]``. Every weight of
+    a kept layer and every top-level weight must have a rule: an unknown weight is refused rather
+    than silently dropped (whittle's extraction dropped what it did not know).
+    """
+    out: dict[str, Tensor] = {}
+    by_layer: dict[int, list[tuple[str, Tensor]]] = {}
+    for key, tensor in state.items():
+        if key.startswith(layer_prefix):
+            layer, _, suffix = key[len(layer_prefix):].partition(".")
+            by_layer.setdefault(int(layer), []).append((suffix, tensor))
+        elif tied and key in _TIED_HEADS:
+            continue  # the student ties it to its (sliced) embedding
+        elif key in top:
+            out[key] = _slice(tensor, top[key])
+        else:
+            raise SpecError(f"don't know how to slice teacher weight {key!r}; this checkpoint variant is unsupported")
+    for i, layer in enumerate(spec.layers):
+        rules = layer_rules(i)
+        for suffix, tensor in by_layer.get(layer, []):
+            if suffix not in rules:
+                raise SpecError(
+                    f"don't know how to slice teacher weight {layer_prefix}{layer}.{suffix!r}; "
+                    "this checkpoint variant is unsupported"
+                )
+            out[f"{layer_prefix}{i}.{suffix}"] = _slice(tensor, rules[suffix])
+    return out
+
+
+def _slice(tensor: Tensor, rules: list[tuple[int, list[int]]]) -> Tensor:
+    for dim, idx in rules:
+        tensor = index(tensor, dim, idx)
+    return tensor

@@ -1,0 +1,69 @@
+"""Tiny random models and a tiny tokenizer, built in code, for offline tests of every family."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
+
+VOCAB = 512
+TEXT = (
+    "Shall I compare thee to a summer's day? Thou art more lovely and more temperate: "
+    "Rough winds do shake the darling buds of May, And summer's lease hath all too short a date. "
+    "To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer "
+    "The slings and arrows of outrageous fortune, Or to take arms against a sea of troubles. "
+)
+
+_COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+               num_attention_heads=4, max_position_embeddings=256)
+
+# One tiny config per supported family and variant (GQA, MQA, MHA, biases, q/k norms, tied).
+FAMILIES = {
+    "llama": lambda: LlamaConfig(**_COMMON, num_key_value_heads=2, head_dim=16),
+    "smollm2": lambda: LlamaConfig(**_COMMON, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+    "mistral": lambda: MistralConfig(**_COMMON, num_key_value_heads=1, head_dim=16),
+    "qwen2": lambda: Qwen2Config(**_COMMON, num_key_value_heads=2),
+    "qwen3": lambda: Qwen3Config(**_COMMON, num_key_value_heads=2, head_dim=16),
+    "gpt_neox": lambda: GPTNeoXConfig(**_COMMON, rotary_pct=0.25, use_parallel_residual=True),
+}
+
+
+def tiny_model(family: str, seed: int = 0) -> PreTrainedModel:
+    """A random model of ``family`` whose weights are far enough from init to make slicing matter."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(FAMILIES[family]())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE with exactly ``VOCAB`` entries, trained on a few lines of Shakespeare."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([TEXT] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+def save_tiny_teacher(family: str, path: Path, seed: int = 0) -> Path:
+    """Write a tiny teacher (safetensors + tokenizer) to ``path`` and return it."""
+    tiny_model(family, seed).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
