@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from headstart.config import apply_config_file
 from headstart.errors import HeadstartError
 
 # name -> module under headstart.commands (imported lazily, so `--help` stays fast)
@@ -32,20 +33,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"headstart.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p.add_argument("--config", metavar="YAML", help="read options from a YAML file (flags override it)")
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``headstart`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.config:  # re-parse the subcommand's flags over the file's values
+            sub_args = apply_config_file(args._parser, argv[argv.index(args.command) + 1:], args)
+            sub_args.command, sub_args.verbose = args.command, args.verbose
+            args = sub_args
         return int(args._run(args) or 0)
     except HeadstartError as exc:
         print(f"headstart {args.command}: error: {exc}", file=sys.stderr)

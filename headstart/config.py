@@ -1,0 +1,60 @@
+"""YAML config files for every subcommand: the file fills the same options as the flags.
+
+``headstart <cmd> --config x.yaml --flag value``: keys of ``x.yaml`` are the subcommand's long
+option names (``seq-len`` or ``seq_len``); flags given on the command line win over the file. An
+unknown key is an error that names it and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from headstart.errors import ConfigError
+
+
+def load_yaml_config(path: str | Path, valid_keys: Iterable[str], what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping and check its keys (``-`` and ``_`` are interchangeable).
+
+    Returns the mapping with keys normalised to ``snake_case``. Raises :class:`ConfigError` for a
+    missing file, invalid YAML, a non-mapping, or an unknown key (with the closest valid key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of option: value, not {type(data).__name__}")
+    valid = sorted({k.replace("-", "_") for k in valid_keys})
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        norm = str(key).replace("-", "_")
+        if norm not in valid:
+            close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown key {key!r} in {path}{hint}")
+        out[norm] = value
+    return out
+
+
+def option_dests(parser: argparse.ArgumentParser) -> list[str]:
+    """The destinations of a parser's long options (what a config file may set)."""
+    skip = {"help", "config"}
+    return [a.dest for a in parser._actions if a.option_strings and a.dest not in skip]
+
+
+def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace) -> argparse.Namespace:
+    """Re-parse ``argv`` with the values of ``args.config`` as defaults (flags still win)."""
+    if not getattr(args, "config", None):
+        return args
+    values = load_yaml_config(args.config, option_dests(parser))
+    parser.set_defaults(**values)
+    return parser.parse_args(argv)
