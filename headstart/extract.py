@@ -44,7 +44,9 @@ def build_student(teacher: Teacher, spec: SubnetSpec, state: dict[str, torch.Ten
         student.tie_weights()
         missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
-        raise CheckpointError(f"sliced weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise CheckpointError(
+            f"sliced weights do not fit the student: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     student.to(param.device)
     if getattr(student, "generation_config", None) is not None and teacher.model.generation_config is not None:
         student.generation_config = teacher.model.generation_config

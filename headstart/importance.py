@@ -64,10 +64,14 @@ def data_fingerprint(tokens: torch.Tensor) -> str:
 
 
 @torch.no_grad()
-def compute_importance(teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True) -> Importance:
+def compute_importance(
+    teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True
+) -> Importance:
     """Run the teacher over ``tokens`` ([N, seq_len] token ids) once and score every component."""
     if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] < 2:
-        raise DataError(f"calibration tokens must be [N, seq_len] with N >= 1 and seq_len >= 2, got {tuple(tokens.shape)}")
+        raise DataError(
+            f"calibration tokens must be [N, seq_len] with N >= 1 and seq_len >= 2, got {tuple(tokens.shape)}"
+        )
     model, adapter, dims = teacher.model, teacher.adapter, teacher.dims
     n_layers = dims.num_layers
     acc = {

@@ -83,7 +83,9 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
         if (path / "config.json").is_file():
             weights = list(path.glob("*.safetensors")) + list(path.glob("*.bin"))
             if not weights:
-                raise CheckpointError(f"{path} has config.json but no weights (*.safetensors); the checkpoint is incomplete")
+                raise CheckpointError(
+                    f"{path} has config.json but no weights (*.safetensors); the checkpoint is incomplete"
+                )
             return Source("dir", str(path))
         ggufs = sorted(path.glob("*.gguf"))
         if len(ggufs) == 1:
@@ -94,7 +96,9 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
         )
     looks_local = text.startswith((".", "/", "~")) or text.endswith(".gguf") or text.count("/") > 1
     if looks_local or not _HUB_ID.match(text):
-        raise TeacherError(f"{text} does not exist; pass a model directory, a .gguf file, a hub id or builtin:smollm2-135m")
+        raise TeacherError(
+            f"{text} does not exist; pass a model directory, a .gguf file, a hub id or builtin:smollm2-135m"
+        )
     return Source("hub", text)
 
 

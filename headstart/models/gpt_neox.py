@@ -1,6 +1,6 @@
 """GPT-NeoX (Pythia): fused QKV laid out per head as [q|k|v], partial rotary, parallel residual,
-LayerNorm with bias, untied output head (``embed_out`` on disk, ``lm_head`` in transformers 5). Multi-head attention only: every head is
-its own key/value group."""
+LayerNorm with bias, untied output head (``embed_out`` on disk, ``lm_head`` in transformers 5).
+Multi-head attention only: every head is its own key/value group."""
 
 from __future__ import annotations
 
