@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from headstart.config import apply_config_file
+from headstart.config import apply_config_file, config_path_in
 from headstart.errors import HeadstartError
 
 # name -> module under headstart.commands (imported lazily, so `--help` stays fast)
@@ -22,27 +22,37 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The argument parser with every subcommand registered, and the subparsers by name."""
     parser = argparse.ArgumentParser(
         prog="headstart",
         description="Cut the best sub-network out of a pretrained LLM, export it, and pretrain it with distillation.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subparsers: dict[str, argparse.ArgumentParser] = {}
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"headstart.commands.{module_name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--config", metavar="YAML", help="read options from a YAML file (flags override it)")
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _parser=p)
-    return parser
+        p.set_defaults(_run=module.run)
+        subparsers[name] = p
+    return parser, subparsers
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``headstart`` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser, subparsers = build_parser()
+    command = next((a for a in argv if a in subparsers), None)
+    config = config_path_in(argv)
+    if command and config:
+        try:
+            apply_config_file(subparsers[command], config)
+        except HeadstartError as exc:
+            print(f"headstart {command}: error: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -50,10 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        if args.config:  # re-parse the subcommand's flags over the file's values
-            sub_args = apply_config_file(args._parser, argv[argv.index(args.command) + 1:], args)
-            sub_args.command, sub_args.verbose = args.command, args.verbose
-            args = sub_args
         return int(args._run(args) or 0)
     except HeadstartError as exc:
         print(f"headstart {args.command}: error: {exc}", file=sys.stderr)

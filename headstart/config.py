@@ -51,10 +51,25 @@ def option_dests(parser: argparse.ArgumentParser) -> list[str]:
     return [a.dest for a in parser._actions if a.option_strings and a.dest not in skip]
 
 
-def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], args: argparse.Namespace) -> argparse.Namespace:
-    """Re-parse ``argv`` with the values of ``args.config`` as defaults (flags still win)."""
-    if not getattr(args, "config", None):
-        return args
-    values = load_yaml_config(args.config, option_dests(parser))
+def config_path_in(argv: list[str]) -> str | None:
+    """The value of ``--config`` in ``argv``, if any (before the full parse)."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def apply_config_file(parser: argparse.ArgumentParser, path: str) -> None:
+    """Make the values of the YAML file ``path`` the defaults of ``parser`` (flags still win).
+
+    Options the file provides are no longer required on the command line.
+    """
+    values = load_yaml_config(path, option_dests(parser))
+    for action in parser._actions:
+        if action.dest in values:
+            action.required = False
+            if action.type is not None and isinstance(values[action.dest], str):
+                values[action.dest] = action.type(values[action.dest])
     parser.set_defaults(**values)
-    return parser.parse_args(argv)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
@@ -76,6 +77,10 @@ class ModelAdapter(ABC):
         Families with constraints that their config class does not enforce override this.
         """
 
+    def constraint(self) -> str:
+        """Human-readable shape constraint beyond the index ranges (shown by ``headstart inspect``)."""
+        return "none beyond the ranges"
+
     @abstractmethod
     def slice_state_dict(self, state: dict[str, Tensor], spec: SubnetSpec) -> dict[str, Tensor]:
         """The student's state dict: teacher tensors indexed by ``spec`` (every key mapped)."""
@@ -122,8 +127,8 @@ class ModelAdapter(ABC):
         model_type = data.pop("model_type")
         try:
             return AutoConfig.for_model(model_type, **data)
-        except ValueError as exc:  # the family's config class rejects this shape
-            msg = str(exc).strip().splitlines()[0]
+        except (ValueError, TypeError, StrictDataclassClassValidationError) as exc:  # the config class rejects it
+            msg = str(exc.__cause__ or exc).strip().splitlines()[0]
             raise SpecError(f"{type(self.config).__name__} rejects {spec.describe()}: {msg}") from None
 
     def counts(self, spec: SubnetSpec | None = None, seq_len: int = 2048) -> Counts:

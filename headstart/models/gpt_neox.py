@@ -44,6 +44,9 @@ class GPTNeoXAdapter(ModelAdapter):
                 f"(use hidden={spec.num_heads * hd} or {spec.hidden_size / hd:g} heads)"
             )
 
+    def constraint(self) -> str:
+        return f"hidden = heads x {self.dims.head_dim} (GPT-NeoX derives its head size from hidden / heads)"
+
     def _student_overrides(self, spec: SubnetSpec) -> dict:
         sizes = spec.sizes()
         sizes.pop("num_key_value_heads")

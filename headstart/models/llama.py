@@ -40,6 +40,11 @@ class LlamaAdapter(ModelAdapter):
             qk_norm=config.model_type == "qwen3",
         )
 
+    def constraint(self) -> str:
+        if self.config.model_type == "llama":
+            return "hidden divisible by kv_groups x heads_per_group (LlamaConfig checks it)"
+        return super().constraint()
+
     def _student_overrides(self, spec: SubnetSpec) -> dict:
         return {
             **spec.sizes(),
