@@ -23,11 +23,11 @@ venv: $(VENV)/.installed
 
 test: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(PY) -m pytest -q tests
-	$(VENV)/bin/ruff check headstart tests bench
+	$(VENV)/bin/ruff check headstart tests $(wildcard bench)
 
 lint: venv
-	$(VENV)/bin/ruff check headstart tests bench
-	$(VENV)/bin/ruff format --check headstart tests bench
+	$(VENV)/bin/ruff check headstart tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check headstart tests $(wildcard bench)
 
 demo: venv
 	$(VENV)/bin/headstart demo
