@@ -19,6 +19,8 @@ from headstart.errors import HeadstartError
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_",
     "extract": "extract",
+    "search": "search",
+    "eval": "eval",
 }
 
 

@@ -1,0 +1,104 @@
+"""Evaluation of an exported checkpoint: perplexity, sampled generations, size, lm-eval tasks."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from headstart.errors import CheckpointError, DataError
+from headstart.models import get_adapter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROMPTS = ("To be, or not to be", "My lord, the king", "What light through yonder")
+
+
+@torch.no_grad()
+def lm_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8) -> tuple[float, int]:
+    """Summed next-token cross-entropy (nats) of ``model`` over ``windows`` [n, L+1], and the token count."""
+    total, count = 0.0, 0
+    device = next(model.parameters()).device
+    for start in range(0, windows.shape[0], batch_size):
+        batch = windows[start:start + batch_size].to(device)
+        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
+        total += float(loss)
+        count += batch[:, 1:].numel()
+    return total, count
+
+
+def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
+    """Mean loss and perplexity over ``windows``."""
+    total, count = lm_loss(model, windows, batch_size)
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
+
+
+@torch.no_grad()
+def sample(model: PreTrainedModel, tokenizer: Any, prompts: list[str] | tuple[str, ...], max_new_tokens: int = 40,
+           seed: int = 0, temperature: float = 0.8, top_k: int = 50) -> list[str]:
+    """One seeded sampled continuation per prompt."""
+    out = []
+    device = next(model.parameters()).device
+    for i, prompt in enumerate(prompts):
+        torch.manual_seed(seed + i)
+        ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gen = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                                 top_k=top_k, pad_token_id=tokenizer.eos_token_id)
+        out.append(tokenizer.decode(gen[0], skip_special_tokens=True))
+    return out
+
+
+def load_checkpoint_dir(path: str | os.PathLike[str]) -> tuple[PreTrainedModel, Any]:
+    """An exported student (or any supported HF directory) and its tokenizer, with plain transformers."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"{path} is not a checkpoint directory (no config.json)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForCausalLM.from_pretrained(path).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"could not load {path}: {str(exc).splitlines()[0]}") from None
+    return model, tokenizer
+
+
+def text_windows(tokenizer: Any, text: str, seq_len: int, n: int) -> torch.Tensor:
+    """Consecutive non-overlapping windows [≤n, seq_len+1] of a text (for ``--text``)."""
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    k = min(n, ids.numel() // (seq_len + 1))
+    if k == 0:
+        raise DataError(f"the text has {ids.numel()} tokens, fewer than one window of {seq_len + 1}")
+    return ids[: k * (seq_len + 1)].view(k, seq_len + 1)
+
+
+def lm_eval_tasks(path: str | os.PathLike[str], tasks: list[str], batch_size: int = 8,
+                  limit: int | None = None) -> dict[str, dict[str, float]]:
+    """lm-evaluation-harness tasks on an exported checkpoint (needs the ``lm-eval`` extra)."""
+    try:
+        import lm_eval
+    except ImportError:
+        raise CheckpointError("--tasks needs lm-evaluation-harness: pip install 'headstart[lm-eval]'") from None
+    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path}", tasks=tasks,
+                                      batch_size=batch_size, limit=limit)
+    return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            for task, metrics in results["results"].items()}
+
+
+def size_of(model: PreTrainedModel, seq_len: int) -> dict[str, int]:
+    """Analytic parameters and forward FLOPs/token of a model of a supported family."""
+    counts = get_adapter(model.config).counts(seq_len=seq_len)
+    return {"params": counts.params, "non_embedding_params": counts.non_embedding_params,
+            "flops_per_token": counts.flops_per_token}
