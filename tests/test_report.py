@@ -1,0 +1,34 @@
+"""Tokens/FLOPs-to-target arithmetic and the report's table and plot."""
+
+from __future__ import annotations
+
+import pytest
+
+from headstart.report import RunCurve, comparison_rows, crossing, markdown_table, plot_curves
+
+
+def test_crossing_interpolates_and_reports_never():
+    assert crossing([0, 10, 20], [5.0, 4.0, 3.0], 3.5) == pytest.approx(15.0)
+    assert crossing([0, 10, 20], [5.0, 4.0, 3.0], 6.0) == 0
+    assert crossing([0, 10, 20], [5.0, 4.0, 3.0], 2.0) is None
+
+
+def test_rows_count_setup_flops_and_never_divide_by_zero(tmp_path):
+    base = RunCurve("random-ce", "random init, CE", [0, 100, 200], [0, 1e3, 2e3], [10.0, 6.0, 5.0], params=10)
+    fast = RunCurve("searched-kd", "searched, KD", [0, 100, 200], [0, 2e3, 4e3], [6.0, 5.0, 4.0],
+                    setup_flops=500.0, params=10)
+    slow = RunCurve("first-k-kd", "first-k, KD", [0, 100, 200], [0, 2e3, 4e3], [12.0, 9.0, 8.0], params=10)
+    rows = {r["run"]: r for r in comparison_rows([base, fast, slow], baseline="random-ce")}
+    assert rows["random-ce"]["token_ratio"] == pytest.approx(1.0)
+    assert rows["searched-kd"]["tokens_to_target"] == pytest.approx(100.0)
+    assert rows["searched-kd"]["token_ratio"] == pytest.approx(2.0)
+    # FLOPs to target include the 500 setup FLOPs: 500 + 2e3 at 100 tokens
+    assert rows["searched-kd"]["flops_to_target"] == pytest.approx(2500.0)
+    assert rows["searched-kd"]["flops_ratio"] == pytest.approx(2e3 / 2500.0)
+    assert rows["first-k-kd"]["tokens_to_target"] is None and rows["first-k-kd"]["token_ratio"] is None
+    table = markdown_table(list(rows.values()))
+    assert "not reached" in table and "2.00×" in table
+    png = plot_curves([base, fast, slow], tmp_path / "curves.png", target=5.0)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no run named"):
+        comparison_rows([fast], baseline="random-ce")
