@@ -18,10 +18,20 @@ from headstart.errors import HeadstartError
 # name -> module under headstart.commands (imported lazily, so `--help` stays fast)
 COMMANDS: dict[str, str] = {
     "inspect": "inspect_",
+    "prepare": "prepare",
     "extract": "extract",
     "search": "search",
     "eval": "eval",
+    "train": "train",
+    "cache-logits": "cache_logits",
+    "run": "run",
+    "compare": "compare",
+    "demo": "demo",
 }
+
+
+def _module(command: str):
+    return importlib.import_module(f"headstart.commands.{COMMANDS[command]}")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -33,10 +43,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     subparsers: dict[str, argparse.ArgumentParser] = {}
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"headstart.commands.{module_name}")
+    for name in COMMANDS:
+        module = _module(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        p.add_argument("--config", metavar="YAML", help="read options from a YAML file (flags override it)")
+        p.add_argument("--config", metavar="YAML", help="recipe file" if getattr(module, "CONFIG_IS_RECIPE", False)
+                       else "read options from a YAML file (flags override it)")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
         subparsers[name] = p
@@ -49,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser, subparsers = build_parser()
     command = next((a for a in argv if a in subparsers), None)
     config = config_path_in(argv)
-    if command and config:
+    if command and config and not getattr(_module(command), "CONFIG_IS_RECIPE", False):
         try:
             apply_config_file(subparsers[command], config)
         except HeadstartError as exc:

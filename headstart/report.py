@@ -7,8 +7,10 @@ distilled runs, so that the saving is honest.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,3 +130,113 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+# -- the pipeline's report -----------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, params: int = 0) -> RunCurve:
+    """The validation curve of a training run directory (``metrics.jsonl``)."""
+    rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("val_loss") is not None]
+    by_step = {int(r["step"]): r for r in rows}  # a resumed run may repeat steps: keep the last
+    rows = [by_step[s] for s in sorted(by_step)]
+    return RunCurve(
+        name=name, label=label, tokens=[float(r["tokens"]) for r in rows],
+        train_flops=[float(r.get("student_flops", 0)) + float(r.get("teacher_flops", 0)) for r in rows],
+        val_loss=[float(r["val_loss"]) for r in rows], setup_flops=setup_flops, params=params,
+    )
+
+
+def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int) -> dict[str, float]:
+    """FLOPs paid before training a searched student: the importance pass and the main search run."""
+    from headstart.search.pipeline import JOURNAL, SearchJob
+
+    job = SearchJob(**{"seed": recipe.seed, **recipe.search, "teacher": recipe.teacher, "data": "-", "out": "-"})
+    importance = float(teacher_flops_per_token) * job.calibration_windows * job.seq_len
+    main = f"{job.strategy}/{job.order}"
+    search = sum(float(r.get("flops", 0)) * job.windows * job.seq_len
+                 for r in _read_jsonl(out / "search" / JOURNAL)[1:] if r.get("run") == main)
+    return {"importance": importance, "search": search}
+
+
+def write_report(out: str | os.PathLike[str], recipe: Any) -> Path:
+    """Write ``OUT/report/`` (report.md, plots, summary.json) from the pipeline's outputs."""
+    from headstart.recipe import RUN_LABELS, RUNS
+
+    out = Path(out)
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    search_summary = json.loads((out / "search" / "summary.json").read_text())
+    evals = {n: json.loads((out / "eval" / f"{n}.json").read_text()) for n in recipe.compare.runs}
+    teacher = json.loads((out / "search" / "teacher.json").read_text())
+    costs = setup_costs(out, recipe, teacher["flops_per_token"])
+    runs = []
+    for name in recipe.compare.runs:
+        init, _ = RUNS[name]
+        setup = costs["importance"] + costs["search"] if init == "searched" else 0.0
+        runs.append(run_curve(out / "runs" / name, name, RUN_LABELS[name], setup, evals[name]["params"]))
+    rows = comparison_rows(runs, recipe.compare.baseline)
+    target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)
+    plot_curves(runs, rep / "loss_vs_tokens.png", target, x="tokens")
+    plot_curves(runs, rep / "loss_vs_flops.png", target, x="flops")
+    if (out / "search" / "search.png").is_file():
+        shutil.copyfile(out / "search" / "search.png", rep / "search.png")
+    summary = {"rows": rows, "setup_flops": costs, "target_loss": target, "baseline": recipe.compare.baseline,
+               "eval": evals, "search": search_summary}
+    _atomic_text(rep / "summary.json", json.dumps(summary, indent=1, default=str))
+    _atomic_text(rep / "report.md", _markdown(recipe, rows, costs, target, evals, search_summary))
+    return rep
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _markdown(recipe: Any, rows: list[dict[str, Any]], costs: dict[str, float], target: float,
+              evals: dict[str, Any], search: dict[str, Any]) -> str:
+    train = recipe.train
+    lines = [
+        "# headstart report",
+        "",
+        f"Teacher `{recipe.teacher}`, corpus {', '.join(recipe.data.inputs)}, student budget "
+        f"{recipe.search['params']} parameters, {int(train.get('tokens', 0)):,} training tokens per run.",
+        "",
+        "![validation loss against training tokens](loss_vs_tokens.png)",
+        "",
+        f"Target: the final validation loss of `{recipe.compare.baseline}`, **{target:.3f}** nats. "
+        "*Tokens/FLOPs to target* is where each run first reaches it (interpolated between validation "
+        "points); the ratios divide the baseline's full budget by that. FLOPs count 3× the student's forward "
+        "FLOPs per training token, the teacher's forward FLOPs per distilled token, and, for searched "
+        "students, the importance pass "
+        f"({costs['importance']:.3g} FLOPs) and every evaluation of the search ({costs['search']:.3g} FLOPs).",
+        "",
+        markdown_table(rows),
+    ]
+    if any(r["tokens_to_target"] is None for r in rows):
+        lines += ["Runs marked *not reached* never got to the target within the budget: their ratios are "
+                  "undefined, not zero. Raise `train.tokens` to measure them.", ""]
+    lines += ["![validation loss against total FLOPs](loss_vs_flops.png)", "", "## Search", "",
+              "![loss of every candidate against its parameters](search.png)", ""]
+    for run in search.get("runs", []):
+        for b in run["bins"]:
+            loss = b["best_loss"]
+            lines.append(f"- `{run['run']}`, bin {b['bin'].get('label', '')}: {b['evaluations']} evaluations, best "
+                         f"loss {loss if loss is None else round(loss, 3)}, sizes {b['best_sizes']}")
+    lines += ["", "## Students after training (val split)", ""]
+    for name, e in evals.items():
+        lines.append(f"- `{name}`: loss {e['loss']:.3f}, perplexity {e['perplexity']:.1f}, "
+                     f"{e['params']:,} parameters")
+        for s in e.get("samples", [])[:1]:
+            lines.append(f"  - sample: {s[:160].replace(chr(10), ' ')!r}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,182 @@
+"""Token shards on disk: atomic writes, the manifest, and memory-mapped reading.
+
+A prepared directory holds ``manifest.json`` and one folder per split (``train``, ``search``,
+``val``) of flat little-endian token arrays (``<split>_<NNNNN>.bin``, ``uint16`` when the vocabulary
+fits, else ``uint32``). A split's token stream is its shards concatenated in manifest order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from headstart.errors import DataError
+
+SPLITS: tuple[str, ...] = ("train", "search", "val")
+MANIFEST = "manifest.json"
+FORMAT = "headstart-tokens/1"
+_CHUNK_BYTES = 1 << 22
+_DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's files are 0600
+
+
+def dtype_for_vocab(vocab_size: int) -> np.dtype:
+    """``uint16`` when every id fits in 16 bits, else ``uint32``."""
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def disk_full_error(path: Path, exc: OSError) -> DataError:
+    """The one-line error for a full disk (or exhausted quota) while writing ``path``."""
+    return DataError(
+        f"the disk is full while writing {path} ({exc.strerror or exc}); free space on {path.parent} "
+        "and rerun the same command: completed shards are kept and the run resumes"
+    )
+
+
+def _write_chunk(fh, data: memoryview) -> None:
+    """Write one chunk (a seam where tests simulate a full disk)."""
+    fh.write(data)
+
+
+def write_shard(path: Path, tokens: np.ndarray) -> str:
+    """Write ``tokens`` to ``path`` atomically (temp file, fsync, rename); return the file's sha256.
+
+    On any failure the temporary file is removed, so no partial shard is ever left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    digest = hashlib.sha256()
+    data = memoryview(np.ascontiguousarray(tokens)).cast("B")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for start in range(0, len(data), _CHUNK_BYTES):
+                chunk = data[start : start + _CHUNK_BYTES]
+                digest.update(chunk)
+                _write_chunk(fh, chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in _DISK_FULL:
+            raise disk_full_error(path, exc) from exc
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` atomically."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in _DISK_FULL:
+            raise disk_full_error(path, exc) from exc
+        raise
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of a prepared directory.
+
+    Raises :class:`DataError` if the directory or its manifest is missing, or the manifest is not
+    valid JSON of this format.
+    """
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        if (Path(data_dir) / ".progress.json").is_file():
+            raise DataError(f"{data_dir} is an unfinished preparation; rerun the same `headstart prepare` to finish it")
+        raise DataError(
+            f"{data_dir} holds no {MANIFEST}; create it with `headstart prepare --tokenizer T INPUTS --out DIR`"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(
+            f"{path} is corrupt ({exc}); rerun `headstart prepare --overwrite` into this directory"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "splits" not in manifest:
+        raise DataError(f"{path} is not a headstart token manifest ({FORMAT}); rerun `headstart prepare --overwrite`")
+    return manifest
+
+
+class TokenStream:
+    """The token stream of one split: its shards, memory-mapped, read as one virtual array."""
+
+    def __init__(self, data_dir: str | os.PathLike[str], split: str, manifest: dict[str, Any] | None = None):
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
+        self.manifest = manifest if manifest is not None else read_manifest(data_dir)
+        self.dtype = np.dtype(self.manifest["dtype"])
+        self.shards: list[np.ndarray] = []
+        self.offsets: list[int] = [0]
+        for shard in self.manifest["splits"][split]["shards"]:
+            path = Path(data_dir) / shard["file"]
+            self.shards.append(map_shard(path, self.dtype, int(shard["tokens"])))
+            self.offsets.append(self.offsets[-1] + int(shard["tokens"]))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens ``[start, start + length)`` of the stream (a copy; may span shards)."""
+        if start < 0 or start + length > len(self):
+            raise IndexError(f"tokens [{start}, {start + length}) outside a stream of {len(self)}")
+        parts, pos, end = [], start, start + length
+        while pos < end:
+            i = bisect.bisect_right(self.offsets, pos) - 1
+            lo = pos - self.offsets[i]
+            take = min(end, self.offsets[i + 1]) - pos
+            parts.append(self.shards[i][lo : lo + take])
+            pos += take
+        return np.concatenate(parts) if len(parts) != 1 else np.array(parts[0])
+
+
+def map_shard(path: Path, dtype: np.dtype, tokens: int) -> np.ndarray:
+    """Memory-map one shard read-only, after checking that its size matches the manifest."""
+    if not path.is_file():
+        raise DataError(f"shard {path} is missing; rerun `headstart prepare --overwrite` for this directory")
+    size = path.stat().st_size
+    if size != tokens * dtype.itemsize:
+        raise DataError(
+            f"shard {path} has {size} bytes, expected {tokens * dtype.itemsize}; it is truncated or altered: "
+            "rerun `headstart prepare --overwrite` for this directory"
+        )
+    return np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+
+
+def open_split(data_dir: str | os.PathLike[str], split: str) -> np.ndarray:
+    """All tokens of ``split`` as one 1-D array (``uint16`` or ``uint32``).
+
+    A single-shard split is returned as a read-only memmap; several shards are concatenated into
+    memory. An empty split gives an empty array.
+    """
+    stream = TokenStream(data_dir, split)
+    if not stream.shards:
+        return np.empty(0, dtype=stream.dtype)
+    if len(stream.shards) == 1:
+        return stream.shards[0]
+    return np.concatenate(stream.shards)

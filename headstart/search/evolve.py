@@ -1,0 +1,219 @@
+"""Bin-constrained search: evolution (or random sampling) inside every parameter bin.
+
+Each bin keeps its own population and random stream. Evolution: a random initial population, then
+one child per step: two tournament-selected parents, uniform crossover (half of the time), mutation,
+repair into the bin; the child replaces the worst member if it is better (steady state, so the best
+is never lost). A child whose sub-network was already seen in this run is redrawn, so no genome
+(or two genomes with the same sub-network) is evaluated twice. Random sampling draws every
+candidate uniformly from the bin. Bins take turns, one evaluation each.
+
+The search is a deterministic function of the seed and the losses it sees. That is how resume
+works: the run is replayed from the start with the journal's losses, evaluating nothing the journal
+already holds, and continues exactly where the interrupted run stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from headstart import parallel
+from headstart.errors import ConfigError
+from headstart.search.bins import Bin, BinTable
+from headstart.search.journal import Journal, loss_of
+from headstart.search.operators import crossover, mutate, sample
+from headstart.search.space import Genome, SearchSpace
+from headstart.spec import SubnetSpec
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: tuple[str, ...] = ("evolution", "random")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """How one search run proceeds. ``evaluations`` is per bin; ``time_limit`` (seconds) is for the run."""
+
+    strategy: str = "evolution"
+    population: int = 8
+    evaluations: int = 40
+    time_limit: float | None = None
+    seed: int = 0
+    tournament: int = 3
+    crossover_rate: float = 0.5
+    max_redraws: int = 100
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"strategy {self.strategy!r} unknown; use one of {', '.join(STRATEGIES)}")
+        if self.population < 2:
+            raise ConfigError(f"population must be at least 2, got {self.population}")
+        if self.evaluations < 1:
+            raise ConfigError(f"evaluations must be at least 1, got {self.evaluations}")
+        if self.tournament < 1:
+            raise ConfigError(f"tournament size must be at least 1, got {self.tournament}")
+
+
+@dataclass
+class Candidate:
+    """One evaluated sub-network."""
+
+    genome: Genome
+    spec: SubnetSpec
+    spec_hash: str
+    loss: float
+    params: int
+    flops: int
+    bin: Bin
+
+
+@dataclass
+class BinRun:
+    """The state and outcome of one bin in one run."""
+
+    table: BinTable
+    rng: random.Random
+    population: list[Candidate] = field(default_factory=list)
+    candidates: list[Candidate] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    exhausted: bool = False
+
+    @property
+    def best(self) -> Candidate | None:
+        """The lowest-loss candidate so far."""
+        return min(self.candidates, key=lambda c: c.loss, default=None)
+
+
+def spec_hash(spec: SubnetSpec) -> str:
+    """A short digest of a spec's canonical form (equal sub-networks, equal digests)."""
+    return hashlib.sha256(spec.key().encode()).hexdigest()[:20]
+
+
+Fitness = Callable[[SubnetSpec], float]
+Counter = Callable[[SubnetSpec], tuple[int, int]]  # spec -> (params, flops per token)
+
+
+class Evaluator:
+    """Fitness with a cache and a journal: what the journal holds is never computed again.
+
+    A (run, bin, sub-network) the journal already has returns its loss silently (a replay); a
+    sub-network evaluated elsewhere (another run or bin) reuses its loss and is journaled as reused.
+    """
+
+    def __init__(self, fitness: Fitness, counter: Counter, journal: Journal | None = None) -> None:
+        self.fitness = fitness
+        self.counter = counter
+        self.journal = journal
+        self.losses: dict[str, float] = {}
+        self.done: set[tuple[str, int, str]] = set()
+        self.computed = 0
+        for rec in journal.records if journal is not None else []:
+            self.losses[rec["spec_hash"]] = loss_of(rec)
+            self.done.add((rec["run"], int(rec["bin"]), rec["spec_hash"]))
+
+    def __call__(self, run: str, bin: Bin, genome: Genome, spec: SubnetSpec, key: str,
+                 extra: dict[str, Any] | None = None) -> float:
+        """The loss of ``spec`` (evaluated at most once across runs, bins and resumes)."""
+        if (run, bin.index, key) in self.done:
+            return self.losses[key]
+        reused = key in self.losses
+        start = time.perf_counter()
+        loss = self.losses[key] if reused else float(self.fitness(spec))
+        if not math.isfinite(loss):
+            loss = math.inf
+        seconds = time.perf_counter() - start
+        self.computed += 0 if reused else 1
+        params, flops = self.counter(spec)
+        self.losses[key] = loss
+        self.done.add((run, bin.index, key))
+        if self.journal is not None:
+            self.journal.append({
+                "run": run, "bin": bin.index, "spec_hash": key, "loss": loss, "params": params, "flops": flops,
+                "seconds": round(seconds, 4), "reused": reused, "sizes": spec.sizes(), "layers": list(spec.layers),
+                "genome": genome.to_dict(), "time": round(time.time(), 3), **(extra or {}),
+            })
+        return loss
+
+
+ProgressFn = Callable[[str, list[BinRun], Candidate], None]
+
+
+def run_search(
+    space: SearchSpace,
+    tables: list[BinTable],
+    evaluate: Evaluator,
+    settings: SearchSettings,
+    run: str,
+    progress: ProgressFn | None = None,
+) -> list[BinRun]:
+    """Search every bin of ``tables`` under ``settings``; ``run`` names the run in the journal.
+
+    Stops when every bin has had ``settings.evaluations`` evaluations, the time limit is reached,
+    or a bin's space is exhausted (no unseen candidate could be drawn).
+    """
+    states = [BinRun(t, random.Random(f"{settings.seed}:{run}:{t.bin.index}")) for t in tables]
+    deadline = None if settings.time_limit is None else time.monotonic() + settings.time_limit
+    while True:
+        active = [s for s in states if not s.exhausted and len(s.candidates) < settings.evaluations]
+        if not active:
+            break
+        for state in active:
+            # rank 0 decides, so that under torchrun every rank stops at the same evaluation
+            if deadline is not None and parallel.broadcast_object(time.monotonic() > deadline):
+                log.info("%s: time limit reached", run)
+                return states
+            proposal = _propose(space, state, settings)
+            if proposal is None:
+                state.exhausted = True
+                log.info("%s, %s: no unseen candidate left after %d evaluations", run, state.table.bin.label,
+                         len(state.candidates))
+                continue
+            genome, spec, key = proposal
+            loss = evaluate(run, state.table.bin, genome, spec, key,
+                            extra={"strategy": settings.strategy, "order": space.orders.name,
+                                   "n": len(state.candidates)})
+            params, flops = evaluate.counter(spec)
+            cand = Candidate(genome, spec, key, loss, params, flops, state.table.bin)
+            state.candidates.append(cand)
+            _update_population(state, cand, settings)
+            if progress is not None:
+                progress(run, states, cand)
+    return states
+
+
+def _propose(space: SearchSpace, state: BinRun, settings: SearchSettings) -> tuple[Genome, SubnetSpec, str] | None:
+    rng, table = state.rng, state.table
+    for _ in range(settings.max_redraws):
+        if settings.strategy == "random" or len(state.population) < settings.population:
+            genome = sample(space, table, rng)
+        else:
+            a = _tournament(state.population, settings.tournament, rng)
+            if rng.random() < settings.crossover_rate:
+                b = _tournament(state.population, settings.tournament, rng)
+                a = crossover(space, table, a, b, rng)
+            genome = mutate(space, table, a, rng)
+        spec = space.to_spec(genome)
+        key = spec_hash(spec)
+        if key not in state.seen:
+            state.seen.add(key)
+            return genome, spec, key
+    return None
+
+
+def _tournament(population: list[Candidate], k: int, rng: random.Random) -> Genome:
+    entrants = rng.sample(population, min(k, len(population)))
+    return min(entrants, key=lambda c: c.loss).genome
+
+
+def _update_population(state: BinRun, cand: Candidate, settings: SearchSettings) -> None:
+    pop = state.population
+    pop.append(cand)
+    if len(pop) > settings.population:
+        worst = max(range(len(pop)), key=lambda i: (pop[i].loss, i))
+        pop.pop(worst)

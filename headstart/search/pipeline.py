@@ -1,0 +1,233 @@
+"""One search job end to end: teacher + data -> importance -> space -> bins -> runs -> outputs.
+
+Runs are named ``<strategy>/<order>``. The main run is ``--strategy``/``--order``; with
+``baselines`` the same command also runs random sampling in importance order and random sampling
+with first-k slicing and prefix layers (whittle's setting), with the same evaluations per bin, so
+the comparison is honest. All runs share one journal and one fitness cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from headstart import parallel
+from headstart.errors import CheckpointError, ConfigError
+from headstart.importance import data_fingerprint, load_or_compute_importance
+from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
+from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
+from headstart.search.fitness import Fitness
+from headstart.search.journal import Journal
+from headstart.search.space import ORDERS, Orders, SearchSpace, SpaceConfig, load_space
+from headstart.teacher import Teacher, load_teacher
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+WHITTLE_RUN = "random/first-k"
+
+
+@dataclass
+class SearchJob:
+    """Every option of ``headstart search`` (see its ``--help``)."""
+
+    teacher: str
+    data: str
+    out: str
+    params: str | None = None
+    tolerance: float = 0.05
+    bins: int | None = None
+    space: str | None = None
+    strategy: str = "evolution"
+    order: str = "importance"
+    granularity: str | None = None  # None: the space file's (coarse by default)
+    evaluations: int = 40
+    time_limit: float | None = None
+    population: int = 8
+    windows: int = 16
+    seq_len: int = 256
+    batch_size: int = 4
+    calibration_windows: int = 32
+    seed: int = 0
+    baselines: bool = False
+    dtype: str | None = None
+    device: str = "auto"
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ConfigError(f"order {self.order!r} unknown; use one of {', '.join(ORDERS)}")
+        if (self.params is None) == (self.bins is None):
+            raise ConfigError("give exactly one of --params (e.g. 40M,60M) or --bins N")
+        for name in ("windows", "seq_len", "calibration_windows"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    def runs(self) -> list[tuple[str, str]]:
+        """``(strategy, order)`` of every run: the main one first, then the baselines."""
+        runs = [(self.strategy, self.order)]
+        if self.baselines:
+            runs += [r for r in (("random", "importance"), ("random", "first-k")) if r not in runs]
+        return runs
+
+
+@dataclass
+class RunOutcome:
+    """One run's result: per bin, the candidates and the best; plus its speed."""
+
+    name: str
+    strategy: str
+    order: str
+    bins: list[Any]  # list[BinRun]
+    computed: int
+    seconds: float
+
+    @property
+    def evaluations_per_minute(self) -> float:
+        """Candidates actually evaluated (not replayed from the journal) per minute of this run."""
+        return 60.0 * self.computed / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class SearchOutcome:
+    """Everything a job produced."""
+
+    job: SearchJob
+    tables: list[BinTable]
+    runs: list[RunOutcome]
+    teacher_source: str
+    out: Path
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return parallel.device()
+    return torch.device(name)
+
+
+def load_windows(job: SearchJob, teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed ``search`` windows and (if importance is needed) ``train`` calibration windows."""
+    from headstart.calibration import calibration_tokens
+    from headstart.data import check_tokenizer, fixed_windows
+
+    if teacher.tokenizer is not None:
+        check_tokenizer(job.data, teacher.tokenizer)
+    # the windows do not depend on the search seed, so searches with different seeds share one fitness
+    windows = fixed_windows(job.data, "search", job.seq_len, job.windows, seed=0)
+    calib = None
+    if any(order == "importance" for _, order in job.runs()):
+        calib = calibration_tokens(job.data, teacher.tokenizer, n=job.calibration_windows, seq_len=job.seq_len,
+                                   seed=0)
+    return windows, calib
+
+
+def _orders(teacher: Teacher, calib: torch.Tensor | None) -> dict[str, Orders]:
+    orders = {"first-k": Orders.first_k(teacher.dims)}
+    if calib is not None:
+        imp = load_or_compute_importance(teacher, calib, progress=parallel.is_main())
+        orders["importance"] = Orders.from_importance(teacher.dims, imp)
+    return orders
+
+
+def _space_fingerprint(config: SpaceConfig, tables: list[BinTable], orders: dict[str, Orders]) -> str:
+    data = {
+        "space": config.to_dict(),
+        "bins": [t.bin.to_dict() for t in tables],
+        "orders": {k: hashlib.sha256(repr(asdict(o)).encode()).hexdigest()[:16] for k, o in sorted(orders.items())},
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_job(job: SearchJob, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
+    """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``."""
+    parallel.init()
+    out = Path(job.out)
+    if (out / JOURNAL).exists() and not job.resume:  # every rank decides alike, before anything is written
+        raise CheckpointError(f"{out / JOURNAL} already exists; pass --resume to continue that search or choose "
+                              "another --out")
+    if teacher is None:
+        teacher = load_teacher(job.teacher, device=str(_device(job.device)))
+    windows, calib = load_windows(job, teacher)
+    orders = _orders(teacher, calib)
+    config = load_space(job.space, teacher.dims, job.granularity)
+    main_space = SearchSpace(config, teacher.adapter, orders[job.order])
+    grid = SizeGrid(main_space)
+    budgets = parse_params(job.params) if job.params is not None else None
+    tables = make_bins(grid, budgets, job.tolerance, job.bins)
+    header = {
+        "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
+        "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
+        "search": {"strategy": job.strategy, "order": job.order, "population": job.population},
+        "teacher_source": teacher.source, "data_dir": str(job.data), "space_config": config.to_dict(),
+        "bins": [t.bin.to_dict() for t in tables], "seq_len": job.seq_len, "windows": job.windows,
+    }
+    if parallel.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    parallel.barrier()
+    fitness = Fitness(teacher, windows, batch_size=job.batch_size, dtype=job.dtype)
+
+    def counter(spec):
+        c = teacher.adapter.counts(spec, job.seq_len)
+        return c.params, c.flops_per_token
+
+    runs: list[RunOutcome] = []
+    with Journal(out / JOURNAL, header, resume=job.resume, write=parallel.is_main()) as journal:
+        evaluator = Evaluator(fitness, counter, journal)
+        for strategy, order in job.runs():
+            space = main_space if order == job.order else SearchSpace(config, teacher.adapter, orders[order])
+            name = f"{strategy}/{order}"
+            if name == WHITTLE_RUN and (strategy, order) != (job.strategy, job.order):
+                # whittle's setting: first-k slicing *and* prefix layers
+                space = SearchSpace(replace(config, depth_modes=("top",)), teacher.adapter, orders["first-k"])
+            settings = SearchSettings(strategy=strategy, population=job.population, evaluations=job.evaluations,
+                                      time_limit=job.time_limit, seed=job.seed)
+            computed, start = evaluator.computed, time.perf_counter()
+            states = run_search(space, tables, evaluator, settings, name, progress)
+            runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
+                                   time.perf_counter() - start))
+    outcome = SearchOutcome(job, tables, runs, teacher.source, out)
+    if parallel.is_main():
+        write_outputs(outcome, teacher, config)
+    parallel.barrier()
+    return outcome
+
+
+def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig) -> None:
+    """Best spec per bin (YAML), the resolved space, ``summary.json`` and the plot."""
+    from headstart.search.report import plot, summary
+
+    out, main = outcome.out, outcome.runs[0]
+    files: dict[str, Path] = {}
+    _write_text(out / "space.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    for state in main.bins:
+        best = state.best
+        if best is None:
+            continue
+        extra = {
+            "teacher": teacher.source, "teacher_fingerprint": teacher.fingerprint, "bin": state.table.bin.to_dict(),
+            "params": best.params, "flops_per_token": best.flops, "loss": best.loss, "run": main.name,
+            "evaluations": len(state.candidates), "genome": best.genome.to_dict(),
+        }
+        files[state.table.bin.label] = best.spec.save(out / f"best-{state.table.bin.label}.yaml", extra=extra)
+    data = summary(outcome)
+    files["summary"] = _write_text(out / "summary.json", json.dumps(data, indent=1))
+    png = plot(outcome, out / "search.png")
+    if png is not None:
+        files["plot"] = png
+    outcome.files = files
+
+
+def _write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,378 @@
+"""The search space: which sub-network shapes the search may visit, and the genome that encodes one.
+
+A :class:`SpaceConfig` (YAML, defaults derived from the teacher) gives each size a range with a
+step, the depth modes, and the granularity. A :class:`SearchSpace` binds it to a teacher's adapter
+and an index order (importance or first-k) and turns a :class:`Genome` into a
+:class:`~headstart.spec.SubnetSpec`.
+
+Legality is by construction: the (hidden, kv groups, heads per group) combinations the family's
+config accepts are enumerated once (``adapter.validate`` decides), and every genome the search
+operators produce uses one of them; ``adapter.validate`` checks each spec again before it is used.
+
+Depth modes: ``top`` keeps the first ``n`` layers of the order (block influence, or the prefix in
+first-k order), ``block`` removes one contiguous block of ``L - n`` layers, ``free`` keeps any
+subset. Granularity ``coarse`` takes every index from the order; ``fine`` also carries explicit
+index choices per teacher layer (:class:`Picks`), which mutation changes by swaps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.config import load_yaml_config
+from headstart.errors import ConfigError, SpecError
+from headstart.importance import Importance
+from headstart.models import ModelAdapter
+from headstart.spec import SubnetSpec, TeacherDims
+
+DEPTH_MODES: tuple[str, ...] = ("top", "block", "free")
+GRANULARITIES: tuple[str, ...] = ("coarse", "fine")
+ORDERS: tuple[str, ...] = ("importance", "first-k")
+SIZE_GENES: tuple[str, ...] = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Integers ``min, min+step, …`` up to ``max``."""
+
+    min: int
+    max: int
+    step: int = 1
+
+    def values(self) -> tuple[int, ...]:
+        """Every value of the range, ascending."""
+        return tuple(range(self.min, self.max + 1, self.step))
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """A search space as the user writes it (see ``default_space`` and ``load_space``)."""
+
+    layers: IntRange
+    hidden: IntRange
+    kv_groups: IntRange
+    heads_per_group: IntRange
+    mlp: IntRange
+    depth_modes: tuple[str, ...] = DEPTH_MODES
+    granularity: str = "coarse"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as written to ``space.yaml``."""
+        out = asdict(self)
+        out["depth_modes"] = list(self.depth_modes)
+        return out
+
+    def fingerprint(self) -> str:
+        """A short hash of the space (journals refuse to resume across spaces)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _default_step(size: int, preferred: int = 64) -> int:
+    """The largest power of two <= ``preferred`` dividing ``size`` with at least 4 steps in it."""
+    step = preferred
+    while step > 1 and (size % step or size // step < 4):
+        step //= 2
+    return step
+
+
+def default_space(dims: TeacherDims, granularity: str = "coarse") -> SpaceConfig:
+    """The full space of a teacher: every size from one step up to the teacher's, widths snapped
+    to multiples of 64 where the teacher allows (smaller powers of two for tiny teachers)."""
+    hs, ms = _default_step(dims.hidden_size), _default_step(dims.intermediate_size)
+    return SpaceConfig(
+        layers=IntRange(1, dims.num_layers),
+        hidden=IntRange(hs, dims.hidden_size, hs),
+        kv_groups=IntRange(1, dims.num_kv_heads),
+        heads_per_group=IntRange(1, dims.heads_per_group),
+        mlp=IntRange(ms, dims.intermediate_size, ms),
+        granularity=granularity,
+    )
+
+
+_LIMITS = {
+    "layers": ("num_layers", "layers"),
+    "hidden": ("hidden_size", "hidden size"),
+    "kv_groups": ("num_kv_heads", "key/value groups"),
+    "heads_per_group": ("heads_per_group", "query heads per group"),
+    "mlp": ("intermediate_size", "MLP size"),
+}
+
+
+def load_space(path: str | Path | None, dims: TeacherDims, granularity: str | None = None) -> SpaceConfig:
+    """Read a space YAML over the teacher's defaults and check it against the teacher.
+
+    Keys: ``layers``, ``hidden``, ``kv_groups``, ``heads_per_group``, ``mlp`` (each a mapping with
+    ``min``/``max``/``step``, any of them optional), ``depth_modes`` and ``granularity``.
+    ``granularity`` (if given) overrides the file's.
+    """
+    base = default_space(dims)
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = load_yaml_config(path, [*SIZE_GENES, "depth_modes", "granularity"], what="search space")
+    values: dict[str, Any] = {}
+    for name in SIZE_GENES:
+        given = data.get(name, {}) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"space key {name!r} must be a mapping with min/max/step, got {given!r}")
+        unknown = set(given) - {"min", "max", "step"}
+        if unknown:
+            raise ConfigError(f"space key {name!r} has unknown field(s) {sorted(unknown)}; use min, max, step")
+        default = getattr(base, name)
+        try:
+            rng = IntRange(*(int(given.get(k, getattr(default, k))) for k in ("min", "max", "step")))
+        except (TypeError, ValueError):
+            raise ConfigError(f"space key {name!r} needs integer min/max/step, got {given!r}") from None
+        _check_range(name, rng, getattr(dims, _LIMITS[name][0]))
+        values[name] = rng
+    modes = tuple(data.get("depth_modes", base.depth_modes))
+    bad = [m for m in modes if m not in DEPTH_MODES]
+    if bad or not modes:
+        raise ConfigError(f"depth_modes {list(modes)} invalid; choose from {', '.join(DEPTH_MODES)}")
+    gran = granularity or data.get("granularity", base.granularity)
+    if gran not in GRANULARITIES:
+        raise ConfigError(f"granularity {gran!r} invalid; use one of {', '.join(GRANULARITIES)}")
+    return SpaceConfig(**values, depth_modes=modes, granularity=gran)
+
+
+def _check_range(name: str, rng: IntRange, limit: int) -> None:
+    what = _LIMITS[name][1]
+    if rng.step < 1 or rng.min < 1:
+        raise ConfigError(f"space {name}: min and step must be at least 1, got min={rng.min}, step={rng.step}")
+    if rng.min > rng.max:
+        raise ConfigError(f"space {name}: min {rng.min} is larger than max {rng.max}")
+    if rng.max > limit:
+        raise ConfigError(f"space {name}: max {rng.max} is larger than the teacher's {what} ({limit}); lower it")
+
+
+@dataclass(frozen=True)
+class Orders:
+    """Index preference orders (first = kept first), per component of the teacher."""
+
+    name: str
+    layers: tuple[int, ...]
+    hidden: tuple[int, ...]
+    kv: tuple[tuple[int, ...], ...]  # [teacher layer] -> groups
+    heads: tuple[tuple[tuple[int, ...], ...], ...]  # [teacher layer][teacher group] -> head offsets
+    mlp: tuple[tuple[int, ...], ...]  # [teacher layer] -> neurons
+
+    @classmethod
+    def first_k(cls, dims: TeacherDims) -> Orders:
+        """Leading indices first (whittle's slicing)."""
+        n = dims.num_layers
+        return cls(
+            name="first-k", layers=tuple(range(n)), hidden=tuple(range(dims.hidden_size)),
+            kv=(tuple(range(dims.num_kv_heads)),) * n,
+            heads=((tuple(range(dims.heads_per_group)),) * dims.num_kv_heads,) * n,
+            mlp=(tuple(range(dims.intermediate_size)),) * n,
+        )
+
+    @classmethod
+    def from_importance(cls, dims: TeacherDims, imp: Importance) -> Orders:
+        """Most important first (layers by block influence); ties go to the lower index."""
+        n, g, hpg = dims.num_layers, dims.num_kv_heads, dims.heads_per_group
+        heads = tuple(
+            tuple(_rank(imp.heads[t].reshape(g, hpg)[grp]) for grp in range(g)) for t in range(n)
+        )
+        return cls(
+            name="importance", layers=_rank(imp.layers), hidden=_rank(imp.hidden),
+            kv=tuple(_rank(imp.kv_groups[t]) for t in range(n)), heads=heads,
+            mlp=tuple(_rank(imp.mlp[t]) for t in range(n)),
+        )
+
+
+def _rank(scores: torch.Tensor) -> tuple[int, ...]:
+    order = torch.argsort(-torch.as_tensor(scores, dtype=torch.float64), stable=True)
+    return tuple(int(i) for i in order)
+
+
+@dataclass(frozen=True)
+class Picks:
+    """Fine granularity: the kept indices themselves (sorted), per teacher layer where per-layer."""
+
+    hidden: tuple[int, ...]
+    kv: tuple[tuple[int, ...], ...]
+    heads: tuple[tuple[tuple[int, ...], ...], ...]
+    mlp: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Genome:
+    """One point of the space: sizes, depth choice and (fine granularity) index picks."""
+
+    layers: int
+    hidden: int
+    kv_groups: int
+    heads_per_group: int
+    mlp: int
+    depth: str = "top"
+    block_start: int = 0  # depth "block": teacher layers [block_start, block_start + L - layers) removed
+    free_layers: tuple[int, ...] = ()  # depth "free": the kept teacher layers, sorted
+    picks: Picks | None = None
+
+    def sizes(self) -> tuple[int, int, int, int, int]:
+        """``(layers, hidden, kv_groups, heads_per_group, mlp)``."""
+        return (self.layers, self.hidden, self.kv_groups, self.heads_per_group, self.mlp)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the journal."""
+        out = asdict(self)
+        if self.picks is None:
+            out.pop("picks")
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Genome:
+        """Inverse of :meth:`to_dict`."""
+        d = dict(data)
+        d["free_layers"] = tuple(d.get("free_layers", ()))
+        p = d.pop("picks", None)
+        if p is not None:
+            d["picks"] = Picks(
+                hidden=tuple(p["hidden"]), kv=tuple(tuple(x) for x in p["kv"]),
+                heads=tuple(tuple(tuple(h) for h in layer) for layer in p["heads"]),
+                mlp=tuple(tuple(x) for x in p["mlp"]),
+            )
+        return cls(**d)
+
+
+def resize(kept: tuple[int, ...], order: tuple[int, ...], k: int) -> tuple[int, ...]:
+    """``kept`` grown or shrunk to ``k`` indices along ``order`` (drop the last-ranked, add the
+    first-ranked missing ones); returned sorted."""
+    if len(kept) == k:
+        return tuple(sorted(kept))
+    rank = {v: i for i, v in enumerate(order)}
+    if len(kept) > k:
+        return tuple(sorted(sorted(kept, key=rank.__getitem__)[:k]))
+    have = set(kept)
+    extra = [v for v in order if v not in have][: k - len(kept)]
+    return tuple(sorted([*kept, *extra]))
+
+
+def swap_one(kept: tuple[int, ...], order: tuple[int, ...], rng: random.Random) -> tuple[int, ...]:
+    """Swap one kept index for a dropped one, both near the order's boundary (the last quarter of
+    the kept, the first quarter of the dropped); ``kept`` unchanged when nothing is dropped."""
+    have = set(kept)
+    dropped = [v for v in order if v not in have]
+    if not dropped:
+        return tuple(sorted(kept))
+    rank = {v: i for i, v in enumerate(order)}
+    ranked = sorted(kept, key=rank.__getitem__)
+    out_v = rng.choice(ranked[-max(1, len(ranked) // 4):])
+    in_v = rng.choice(dropped[: max(1, len(dropped) // 4)])
+    return tuple(sorted((have - {out_v}) | {in_v}))
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Plain sizes with the attribute names ``ModelAdapter.counts`` reads from a spec."""
+
+    num_layers: int
+    hidden_size: int
+    num_kv_heads: int
+    heads_per_group: int
+    intermediate_size: int
+
+    @property
+    def num_heads(self) -> int:
+        """Query heads per layer."""
+        return self.num_kv_heads * self.heads_per_group
+
+
+class SearchSpace:
+    """A :class:`SpaceConfig` bound to a teacher's adapter and an index order."""
+
+    def __init__(self, config: SpaceConfig, adapter: ModelAdapter, orders: Orders) -> None:
+        self.config = config
+        self.adapter = adapter
+        self.dims = adapter.dims
+        self.orders = orders
+        self.values = {name: getattr(config, name).values() for name in SIZE_GENES}
+        self.attention = self._legal_attention()
+
+    @property
+    def fine(self) -> bool:
+        """Whether genomes carry explicit index picks."""
+        return self.config.granularity == "fine"
+
+    def _legal_attention(self) -> tuple[tuple[int, int, int], ...]:
+        """Every (hidden, kv_groups, heads_per_group) of the space that the family accepts."""
+        legal, last = [], None
+        mlp = self.values["mlp"][0]
+        for h in self.values["hidden"]:
+            for g in self.values["kv_groups"]:
+                for hp in self.values["heads_per_group"]:
+                    spec = SubnetSpec.from_sizes(self.dims, layers=1, hidden=h, kv_groups=g,
+                                                 heads_per_group=hp, mlp=mlp)
+                    try:
+                        self.adapter.validate(spec)
+                    except SpecError as exc:
+                        last = exc
+                        continue
+                    legal.append((h, g, hp))
+        if not legal:
+            raise ConfigError(
+                f"no (hidden, kv_groups, heads_per_group) of the space is legal for this teacher ({last}); "
+                "widen the space's hidden or head ranges"
+            )
+        return tuple(legal)
+
+    def shape(self, genome: Genome) -> Shape:
+        """The genome's sizes as a :class:`Shape`."""
+        return Shape(genome.layers, genome.hidden, genome.kv_groups, genome.heads_per_group, genome.mlp)
+
+    def layer_ids(self, genome: Genome) -> tuple[int, ...]:
+        """The kept teacher layers, in teacher order."""
+        n, total = genome.layers, self.dims.num_layers
+        if genome.depth == "top":
+            return tuple(sorted(self.orders.layers[:n]))
+        if genome.depth == "block":
+            removed = range(genome.block_start, genome.block_start + total - n)
+            return tuple(i for i in range(total) if i not in removed)
+        return genome.free_layers
+
+    def to_spec(self, genome: Genome) -> SubnetSpec:
+        """The sub-network a genome stands for, checked by the family's adapter."""
+        o, p = self.orders, genome.picks
+        layers = self.layer_ids(genome)
+        hidden = p.hidden if p is not None else o.hidden[: genome.hidden]
+        groups, heads, mlp = [], [], []
+        for t in layers:
+            kept = p.kv[t] if p is not None else o.kv[t][: genome.kv_groups]
+            groups.append(tuple(kept))
+            heads.append(tuple(
+                p.heads[t][grp] if p is not None else o.heads[t][grp][: genome.heads_per_group] for grp in kept
+            ))
+            mlp.append(tuple(p.mlp[t]) if p is not None else o.mlp[t][: genome.mlp])
+        spec = SubnetSpec(layers=layers, hidden=tuple(hidden), kv_groups=tuple(groups), heads=tuple(heads),
+                          mlp=tuple(mlp))
+        return self.adapter.validate(spec)
+
+    def fit(self, genome: Genome) -> Genome:
+        """Make the depth arguments and index picks agree with the genome's sizes."""
+        n = genome.layers
+        start = min(max(genome.block_start, 0), n) if genome.depth == "block" and n < self.dims.num_layers else 0
+        free = resize(genome.free_layers, self.orders.layers, n) if genome.depth == "free" else ()
+        picks = self._fit_picks(genome) if self.fine else None
+        return replace(genome, block_start=start, free_layers=free, picks=picks)
+
+    def _fit_picks(self, genome: Genome) -> Picks:
+        o, p = self.orders, genome.picks
+        n_layers, n_groups = self.dims.num_layers, self.dims.num_kv_heads
+        if p is None:
+            p = Picks(hidden=(), kv=((),) * n_layers, heads=(((),) * n_groups,) * n_layers, mlp=((),) * n_layers)
+        return Picks(
+            hidden=resize(p.hidden, o.hidden, genome.hidden),
+            kv=tuple(resize(p.kv[t], o.kv[t], genome.kv_groups) for t in range(n_layers)),
+            heads=tuple(
+                tuple(resize(p.heads[t][grp], o.heads[t][grp], genome.heads_per_group) for grp in range(n_groups))
+                for t in range(n_layers)
+            ),
+            mlp=tuple(resize(p.mlp[t], o.mlp[t], genome.mlp) for t in range(n_layers)),
+        )

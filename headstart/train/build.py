@@ -1,0 +1,196 @@
+"""From options to a run: the student, the teacher, the data and its guards, and the final export.
+
+``--student`` is an exported directory, a spec file of the teacher (extracted on the fly), or
+``random:<spec file or directory>``, the same architecture re-initialised with the family's own
+init (the paper's baseline). :func:`run` ties everything to a :class:`~headstart.train.loop.Trainer`
+and exports the trained student as a standard Hugging Face checkpoint with ``training_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from headstart import parallel
+from headstart.errors import ConfigError, TeacherError
+from headstart.models import get_adapter
+from headstart.spec import SubnetSpec
+from headstart.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "training_summary.json"
+
+
+def _is_spec_file(path: Path) -> bool:
+    return path.is_file() and path.suffix in (".yaml", ".yml", ".json")
+
+
+def load_student(source: str, teacher: Any, seed: int) -> tuple[PreTrainedModel, Any]:
+    """The student model (fp32, its own storage) and its tokenizer (``None`` if it ships none)."""
+    random_init = source.startswith("random:")
+    path = Path(source.removeprefix("random:")).expanduser()
+    tokenizer = None
+    if path.is_dir() and (path / "config.json").is_file():
+        from headstart.teacher import load_tokenizer
+
+        tokenizer = load_tokenizer(path)
+        if not random_init:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tokenizer
+        config = AutoConfig.from_pretrained(path)
+    elif _is_spec_file(path):
+        if teacher is None:
+            raise ConfigError(f"--student {source} is a spec of a teacher; pass that --teacher too")
+        spec = SubnetSpec.load(path)
+        if not random_init:
+            from headstart.extract import build_student
+
+            student = build_student(teacher, spec).float()
+            for t in list(student.parameters()) + list(student.buffers()):
+                t.data = t.data.clone()  # never train in the teacher's storage
+            return student, teacher.tokenizer
+        config = teacher.adapter.student_config(spec)
+    else:
+        raise ConfigError(
+            f"--student {source}: expected an exported checkpoint directory, a spec file (.yaml/.json) "
+            "or random:<either>"
+        )
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        student = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return student, tokenizer or (teacher.tokenizer if teacher is not None else None)
+
+
+def check_data(cfg: TrainConfig, teacher: Any, student: PreTrainedModel, student_tokenizer: Any) -> dict[str, Any]:
+    """The data manifest, after the tokenizer and vocabulary guards; refuses another tokenizer's data."""
+    from headstart.data import check_tokenizer, check_vocab, read_manifest
+
+    manifest = read_manifest(cfg.data)
+    for tok in (teacher.tokenizer if teacher is not None else None, student_tokenizer):
+        if tok is not None:
+            check_tokenizer(cfg.data, tok)
+    vocab = int(manifest["vocab_size"])
+    check_vocab(student.config.vocab_size, vocab)
+    if teacher is not None:
+        check_vocab(teacher.model.config.vocab_size, vocab)
+    return manifest
+
+
+def write_config(cfg: TrainConfig) -> Path:
+    """The resolved configuration, beside the outputs, as ``config.yaml`` (atomically)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".config.yaml.tmp"
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    os.replace(tmp, out / "config.yaml")
+    return out / "config.yaml"
+
+
+def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> Path | None:
+    """Write the trained student as a Hugging Face checkpoint with ``training_summary.json``.
+
+    Collective (every rank calls it); rank 0 writes to a temporary sibling and renames it into place.
+    """
+    module = parallel.unwrap(trainer.model)
+    if trainer.cfg.fsdp and parallel.is_distributed():
+        state = {k.removeprefix("student."): v for k, v in parallel.full_model_state(trainer.model).items()}
+    else:
+        state = None
+    if not parallel.is_main():
+        return None
+    student = module.student
+    if state is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
+        student.load_state_dict(state)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        was_training = student.training
+        student.eval()
+        student.save_pretrained(tmp)
+        student.train(was_training)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, default=str))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("exported the trained student to %s", out_dir)
+    return out_dir
+
+
+def _flops(model: PreTrainedModel | None, seq_len: int) -> int:
+    if model is None:
+        return 0
+    try:
+        return get_adapter(model.config).counts(None, seq_len).flops_per_token
+    except TeacherError:  # an architecture without an adapter: 2 FLOPs per parameter
+        return 2 * sum(p.numel() for p in model.parameters())
+
+
+def run(cfg: TrainConfig) -> dict[str, Any]:
+    """Train per ``cfg`` (single process, or every rank under torchrun) and export the student."""
+    from headstart.data import WindowLoader, fixed_windows
+    from headstart.teacher import load_teacher
+    from headstart.train.loop import Trainer
+    from headstart.train.teacher_cache import TeacherCache
+
+    kd = cfg.kd_config()
+    need_teacher = (kd.uses_teacher and not cfg.teacher_cache) or _is_spec_file(
+        Path(cfg.student.removeprefix("random:")).expanduser())
+    if need_teacher and not cfg.teacher:
+        raise ConfigError("--teacher is needed (online distillation, or a student given as a spec of it)")
+    teacher = load_teacher(cfg.teacher) if cfg.teacher and need_teacher else None
+    student, student_tok = load_student(cfg.student, teacher, cfg.seed)
+    manifest = check_data(cfg, teacher, student, student_tok)
+    vocab = int(manifest["vocab_size"])
+    cache = None
+    if kd.uses_teacher and cfg.teacher_cache:
+        cache = TeacherCache(cfg.teacher_cache)
+        cache.check(seq_len=cfg.seq_len, vocab=vocab, data_fingerprint=manifest.get("key"),
+                    teacher_fingerprint=teacher.fingerprint if teacher is not None else None)
+    online = teacher.model if teacher is not None and kd.uses_teacher and cache is None else None
+    if online is not None and cfg.autocast_dtype(parallel.device()) is not None:
+        online.to(cfg.autocast_dtype(parallel.device()))  # no gradients: the teacher runs in half precision
+    loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
+                          world_size=parallel.world_size())
+    val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed) if cfg.eval_windows else None
+    if parallel.is_main():
+        write_config(cfg)
+    flops = {"student": _flops(student, cfg.seq_len), "teacher": _flops(online, cfg.seq_len)}
+    trainer = Trainer(cfg, student, loader, val_windows=val, vocab=vocab, teacher=online, cache=cache, flops=flops)
+    result = trainer.fit()
+    if result["interrupted"]:
+        return result
+    summary = {
+        "student": cfg.student, "teacher": cfg.teacher,
+        "teacher_fingerprint": teacher.fingerprint if teacher is not None else (cache.meta.get("teacher_fingerprint")
+                                                                                if cache else None),
+        "teacher_cache": cfg.teacher_cache, "data": cfg.data, "data_key": manifest.get("key"),
+        "params": sum(p.numel() for p in student.parameters()),
+        "steps": result["step"], "tokens": result["tokens"], "teacher_tokens": result["teacher_tokens"],
+        "student_train_flops": 3 * flops["student"] * result["tokens"],
+        "teacher_flops": flops["teacher"] * result["teacher_tokens"],
+        "cache_teacher_tokens": int(cache.meta.get("windows", 0)) * cfg.seq_len if cache else 0,
+        "elapsed_s": result["elapsed_s"], "final": result["last"], "config": cfg.to_dict(),
+    }
+    tokenizer = student_tok or (teacher.tokenizer if teacher is not None else None)
+    export_trained(trainer, tokenizer, Path(cfg.out) / "student", summary)
+    return {**result, "student_dir": str(Path(cfg.out) / "student")}

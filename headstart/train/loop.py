@@ -1,0 +1,380 @@
+"""The training loop: one readable step function, with eval, metrics and checkpoints around it.
+
+:func:`train_step` is the whole optimisation step, top to bottom: student forward, teacher under
+``no_grad`` (or its cached top-k), the chunked loss, backward per micro-batch, the finite check,
+clipping, the optimizer. :class:`Trainer` runs it for a token budget, evaluating, logging and
+checkpointing on intervals; it resumes bit for bit from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from headstart import parallel
+from headstart.errors import CheckpointError, HeadstartError
+from headstart.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from headstart.train.config import RUN_ONLY, TrainConfig
+from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
+from headstart.train.metrics import MetricsLogger
+
+log = logging.getLogger(__name__)
+
+
+class DivergedError(HeadstartError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+class DistillModule(nn.Module):
+    """The student plus its loss: forward returns ``(loss, ce_sum, kd_sum, n_tokens)``.
+
+    Keeping the loss inside ``forward`` lets DDP and FSDP2 see the output head's use (its weight
+    is read through the chunked loss, never as a full logits tensor).
+    """
+
+    def __init__(self, student: nn.Module, kd: KDConfig, vocab: int, chunk: int | None = None):
+        super().__init__()
+        self.student, self.kd, self.vocab, self.chunk = student, kd, vocab, chunk
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, teacher_hidden: torch.Tensor | None = None,
+                teacher_head: torch.Tensor | None = None, topk: TopK | None = None, normalizer: float | None = None,
+                ce_only: bool = False) -> tuple[torch.Tensor, ...]:
+        hidden = self.student.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+        kd = KDConfig("none") if ce_only else self.kd
+        parts = chunked_kd_loss(
+            hidden.flatten(0, 1), self.student.get_output_embeddings(), labels.flatten(), kd,
+            teacher_hidden=teacher_hidden, teacher_head=teacher_head, topk=topk, normalizer=normalizer,
+            vocab=self.vocab, chunk=self.chunk,
+        )
+        return parts.loss, parts.ce_sum, parts.kd_sum, parts.n_tokens
+
+
+@dataclass
+class StepContext:
+    """What one training step needs."""
+
+    model: nn.Module  # DistillModule, possibly DDP/FSDP-wrapped
+    optimizer: torch.optim.Optimizer
+    kd: KDConfig
+    clip: float
+    autocast: torch.autocast
+    teacher: nn.Module | None = None
+    cache: Any = None  # headstart.train.teacher_cache.TeacherCache
+
+
+def teacher_signal(ctx: StepContext, batch: torch.Tensor) -> dict[str, Any]:
+    """The teacher's side of the loss for ``batch`` [B, L+1]: hidden states + head, or cached top-k."""
+    if not ctx.kd.uses_teacher:
+        return {}
+    if ctx.cache is not None:
+        return {"topk": ctx.cache.lookup(batch)}  # refuses windows it does not hold
+    with torch.no_grad(), ctx.autocast:
+        hidden = ctx.teacher.base_model(input_ids=batch[:, :-1], use_cache=False).last_hidden_state
+    return {"teacher_hidden": hidden.flatten(0, 1), "teacher_head": ctx.teacher.get_output_embeddings().weight}
+
+
+def train_step(ctx: StepContext, batches: list[torch.Tensor], step: int) -> dict[str, float]:
+    """One optimizer step over ``batches`` (the micro-batches of gradient accumulation).
+
+    The loss is normalised by the global count of valid tokens across micro-batches and ranks;
+    a non-finite loss or gradient norm raises :class:`DivergedError` before the optimizer runs.
+    """
+    ignore = ctx.kd.ignore_index
+    n_valid = parallel.all_reduce_sum(torch.tensor([float(sum((b[:, 1:] != ignore).sum() for b in batches))]))
+    # DDP/FSDP average gradients over ranks, so each rank divides by its share of the global count.
+    normalizer = max(1.0, float(n_valid)) / parallel.world_size()
+    sums = torch.zeros(2)
+    for i, batch in enumerate(batches):
+        signal_ = teacher_signal(ctx, batch)
+        with parallel.no_grad_sync(ctx.model, skip=i < len(batches) - 1), ctx.autocast:
+            loss, ce_sum, kd_sum, _ = ctx.model(batch[:, :-1], batch[:, 1:], normalizer=normalizer, **signal_)
+        loss.backward()
+        sums += torch.stack([ce_sum.detach().float().cpu(), kd_sum.detach().float().cpu()])
+        del loss, signal_
+    parallel.all_reduce_sum(sums)
+    ce, kd = (sums / max(1.0, float(n_valid))).tolist()
+    loss = ctx.kd.ce_weight * ce + ctx.kd.kd_weight * kd
+    if not math.isfinite(loss):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        raise DivergedError(f"the loss became {loss} at step {step}")
+    params = [p for p in ctx.model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, ctx.clip if ctx.clip > 0 else float("inf"))
+    norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+    if not math.isfinite(norm):
+        ctx.optimizer.zero_grad(set_to_none=True)
+        raise DivergedError(f"the gradient norm became {norm} at step {step}")
+    ctx.optimizer.step()
+    ctx.optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss, "ce": ce, "kd": kd, "grad_norm": norm, "tokens": float(n_valid)}
+
+
+def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``total_steps``."""
+    warmup = cfg.warmup_steps(total_steps)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (fused where the device supports it); no weight decay on vectors (norms, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bf16 autocast where supported (``--autocast auto``), or as asked."""
+    dtype = cfg.autocast_dtype(device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, autocast: torch.autocast,
+             split: bool = True) -> dict[str, float]:
+    """Mean next-token CE and perplexity of the student on fixed windows [n, L+1].
+
+    With ``split`` each rank evaluates its share and the sums are all-reduced; FSDP needs every rank
+    to run every forward, so it passes ``split=False``.
+    """
+    module = parallel.unwrap(model)
+    was_training = module.training
+    module.eval()
+    mine = windows[parallel.rank()::parallel.world_size()] if split else windows
+    sums = torch.zeros(2)
+    for s in range(0, mine.shape[0], batch_size):
+        batch = mine[s:s + batch_size]
+        with autocast:
+            _, ce_sum, _, n = module(batch[:, :-1], batch[:, 1:], ce_only=True)
+        sums += torch.stack([ce_sum.float().cpu(), n.float().cpu()])
+    if split:
+        parallel.all_reduce_sum(sums)
+    module.train(was_training)
+    val = float(sums[0] / sums[1].clamp_min(1))
+    return {"val_loss": val, "val_ppl": math.exp(min(val, 50.0))}
+
+
+@dataclass
+class Counters:
+    """Progress of a run, saved in every checkpoint."""
+
+    step: int = 0
+    tokens: int = 0
+    teacher_tokens: int = 0
+    elapsed_s: float = 0.0
+    last: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Runs :func:`train_step` for ``cfg.tokens`` tokens with eval, metrics and checkpoints.
+
+    ``student`` is a Hugging Face causal LM (trained in place); the teacher is a model (online) or
+    a :class:`~headstart.train.teacher_cache.TeacherCache`; ``loader`` yields [B, L+1] windows
+    and has ``state_dict``/``load_state_dict``; ``val_windows`` are fixed [n, L+1] windows.
+    """
+
+    def __init__(self, cfg: TrainConfig, student: nn.Module, loader: Any, *, val_windows: torch.Tensor | None,
+                 vocab: int, teacher: nn.Module | None = None, cache: Any = None, flops: dict[str, int] | None = None):
+        self.cfg, self.student, self.loader, self.val = cfg, student, loader, val_windows
+        self.device = parallel.device()
+        self.kd = cfg.kd_config()
+        if self.kd.uses_teacher and teacher is None and cache is None:
+            raise HeadstartError(f"--kd {cfg.kd} needs --teacher or --teacher-cache (or use --kd none)")
+        self.flops = flops or {"student": 0, "teacher": 0}
+        self.out = Path(cfg.out)
+        self.world = parallel.world_size()
+        self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * self.world
+        self.total_steps = max(1, math.ceil(cfg.tokens / self.tokens_per_step))
+        self.counters = Counters()
+        self._stop = False
+        torch.manual_seed(cfg.seed)
+        self.model = self._wrap(DistillModule(student, self.kd, vocab, cfg.loss_chunk), teacher, cache)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.autocast = autocast_for(cfg, self.device)
+        online = teacher if self.kd.uses_teacher and cache is None else None
+        self.ctx = StepContext(self.model, self.optimizer, self.kd, cfg.clip, self.autocast, teacher=online,
+                               cache=cache if self.kd.uses_teacher else None)
+        self._iter = None
+
+    def _wrap(self, module: DistillModule, teacher: nn.Module | None, cache: Any) -> nn.Module:
+        """Activation checkpointing, compile, then DDP or FSDP2 (torchtitan's order)."""
+        student = module.student
+        student.to(self.device).train()
+        if self.cfg.activation_checkpointing:
+            enable = getattr(student, "activation_checkpointing_enable", None)  # transformers >= 5.x
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                student.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        blocks = _blocks(student)
+        if self.cfg.compile:
+            for block in blocks:
+                block.compile()
+        if teacher is not None and self.kd.uses_teacher and cache is None:
+            teacher.to(self.device).eval().requires_grad_(False)
+            if self.cfg.fsdp:
+                parallel.shard_fsdp(teacher, _blocks(teacher), root=False)
+        if self.cfg.fsdp:
+            return parallel.shard_fsdp(module, blocks)
+        return parallel.wrap_ddp(module)
+
+    # -- state ---------------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        """The configuration recorded in checkpoints (with the world size, which must not change)."""
+        return {**self.cfg.to_dict(), "world_size": self.world}
+
+    def save(self) -> Path | None:
+        """A checkpoint of the current step (collective: every rank calls it)."""
+        model_state = parallel.full_model_state(self.model)
+        optim_state = parallel.full_optimizer_state(self.model, self.optimizer)
+        ranks = parallel.all_gather_object({"loader": self.loader.state_dict(), "rng": rng_state()})
+        path, error = None, None
+        if parallel.is_main():
+            trainer = {"counters": vars(self.counters), "config": self.config_dict(), "total_steps": self.total_steps}
+            try:
+                path = save_checkpoint(self.out, self.counters.step, model=model_state, optimizer=optim_state,
+                                       ranks=ranks, trainer=trainer, keep=self.cfg.keep)
+            except CheckpointError as exc:
+                error = str(exc)
+        error = parallel.broadcast_object(error)
+        if error:
+            raise CheckpointError(error)
+        return path
+
+    def restore(self) -> int:
+        """Load the newest checkpoint of ``cfg.out`` (refusing a different configuration); its step."""
+        path = latest_checkpoint(self.out)
+        if path is None:
+            raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
+        ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
+        parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
+        mine = ckpt.ranks[parallel.rank()]
+        self.loader.load_state_dict(mine["loader"])
+        set_rng_state(mine["rng"])
+        self.counters = Counters(**ckpt.trainer["counters"])
+        log.info("resumed from %s (step %d of %d)", path, self.counters.step, self.total_steps)
+        return self.counters.step
+
+    # -- the run -------------------------------------------------------------------------------
+    def _next_batch(self) -> torch.Tensor:
+        if self._iter is None:
+            self._iter = iter(self.loader)
+        try:
+            return next(self._iter).to(self.device)
+        except StopIteration:  # a new epoch
+            self._iter = iter(self.loader)
+            return next(self._iter).to(self.device)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.warning("received %s: will checkpoint after this step and stop", signal.Signals(signum).name)
+        self._stop = True
+
+    def _should_stop(self) -> bool:
+        flag = parallel.all_reduce_sum(torch.tensor([1.0 if self._stop else 0.0]))
+        return bool(flag.item() > 0)
+
+    def fit(self, on_step: Any = None) -> dict[str, Any]:
+        """Train to the token budget (or until SIGTERM/SIGINT); returns the final counters and metrics.
+
+        ``on_step(trainer)`` is called after every step (tests use it to send signals).
+        """
+        cfg = self.cfg
+        if cfg.resume:
+            self.restore()
+        elif latest_checkpoint(self.out) is not None:
+            raise CheckpointError(f"{self.out} already holds checkpoints; pass --resume or choose another --out")
+        metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.tensorboard, wandb=cfg.wandb,
+                                config=self.config_dict(), resume_step=self.counters.step if cfg.resume else None)
+        handlers = _install_signals(self._on_signal)
+        show = cfg.progress and parallel.is_main()
+        bar = tqdm(total=self.total_steps, initial=self.counters.step, disable=not show, unit="step",
+                   dynamic_ncols=True)
+        try:
+            self._run(metrics, bar, on_step)
+        finally:
+            bar.close()
+            metrics.close()
+            _restore_signals(handlers)
+        return {"interrupted": self._stop, **vars(self.counters)}
+
+    def _run(self, metrics: MetricsLogger, bar: tqdm, on_step: Any) -> None:
+        cfg, c = self.cfg, self.counters
+        while c.step < self.total_steps:
+            t0 = time.perf_counter()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(c.step, cfg, self.total_steps)
+            batches = [self._next_batch() for _ in range(cfg.grad_accum)]
+            try:
+                stats = train_step(self.ctx, batches, c.step + 1)
+            except DivergedError as exc:
+                last = latest_checkpoint(self.out)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
+                raise DivergedError(f"{exc}; training stopped, {kept}; lower --lr or raise --warmup") from None
+            dt = time.perf_counter() - t0
+            c.step += 1
+            c.tokens += int(stats["tokens"])
+            c.teacher_tokens += int(stats["tokens"]) if self.ctx.teacher is not None else 0
+            c.elapsed_s += dt
+            c.last = {k: stats[k] for k in ("loss", "ce", "kd")}
+            row = {"step": c.step, "tokens": c.tokens, "teacher_tokens": c.teacher_tokens, "loss": stats["loss"],
+                   "ce": stats["ce"], "kd": stats["kd"], "lr": self.optimizer.param_groups[0]["lr"],
+                   "grad_norm": stats["grad_norm"], "tokens_per_s": stats["tokens"] / max(dt, 1e-9),
+                   "student_flops": 3 * self.flops["student"] * c.tokens,
+                   "teacher_flops": self.flops["teacher"] * c.teacher_tokens, "elapsed_s": c.elapsed_s}
+            due = cfg.eval_every > 0 and c.step % cfg.eval_every == 0
+            if self.val is not None and (due or c.step == self.total_steps):
+                row.update(evaluate(self.model, self.val, cfg.batch_size, self.autocast, split=not cfg.fsdp))
+                c.last.update({k: row[k] for k in ("val_loss", "val_ppl")})
+            metrics.log(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", ce=f"{stats['ce']:.3f}", kd=f"{stats['kd']:.3f}",
+                            lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}",
+                            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            if on_step is not None:
+                on_step(self)
+            stop = self._should_stop()
+            if stop or (cfg.save_every > 0 and c.step % cfg.save_every == 0) or c.step == self.total_steps:
+                self.save()
+            if stop:
+                self._stop = True
+                log.warning("stopped at step %d; continue with --resume", c.step)
+                return
+
+
+def _blocks(model: nn.Module) -> nn.ModuleList:
+    """The decoder blocks of a Hugging Face causal LM (the FSDP and compile units)."""
+    from headstart.models import get_adapter
+
+    return get_adapter(model.config).decoder_layers(model)
+
+
+def _install_signals(handler: Any) -> dict[int, Any]:
+    old: dict[int, Any] = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, handler)
+    return old
+
+
+def _restore_signals(old: dict[int, Any]) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+__all__ = ["DistillModule", "DivergedError", "LossParts", "StepContext", "Trainer", "evaluate", "lr_at",
+           "train_step"]

@@ -1,0 +1,116 @@
+"""``headstart search`` end to end on a tiny teacher: outputs, baselines, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from test_search_fitness import make_data
+from tiny import save_tiny_teacher
+
+from headstart.cli import main
+from headstart.search.journal import read_journal
+from headstart.spec import SubnetSpec
+from headstart.teacher import load_teacher
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    return save_tiny_teacher("smollm2", root / "teacher"), make_data(root)
+
+
+def _args(teacher, data, out, *extra):
+    return ["search", "--teacher", str(teacher), "--data", str(data), "--out", str(out), "--windows", "4",
+            "--seq-len", "32", "--calibration-windows", "4", "--population", "3", *extra]
+
+
+def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, capsys):
+    teacher_dir, data = setup
+    out = tmp_path / "out"
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "4", "--baselines")) == 0
+    printed = capsys.readouterr().out
+    assert "evolution/importance" in printed and "random/first-k" in printed and "eval" in printed
+    header, records, bad = read_journal(out / "journal.jsonl")
+    assert not bad and header["seed"] == 0 and len(records) == 3 * 2 * 4
+    assert {r["run"] for r in records} == {"evolution/importance", "random/importance", "random/first-k"}
+    assert all(r["layers"] == list(range(len(r["layers"]))) for r in records if r["run"] == "random/first-k")
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["run"] for r in summary["runs"]] == ["evolution/importance", "random/importance", "random/first-k"]
+    assert (out / "search.png").stat().st_size > 1000
+    teacher = load_teacher(str(teacher_dir))
+    best_files = sorted(out.glob("best-bin*.yaml"))
+    assert len(best_files) == 2
+    for i, path in enumerate(best_files):
+        doc = yaml.safe_load(path.read_text())
+        spec = teacher.adapter.validate(SubnetSpec.load(path))
+        params = teacher.adapter.counts(spec).params
+        assert params == doc["params"] and doc["bin"]["lo"] <= params <= doc["bin"]["hi"]
+        main_losses = [r["loss"] for r in records if r["run"] == "evolution/importance" and r["bin"] == i]
+        assert doc["loss"] == pytest.approx(min(main_losses))
+    assert not list(out.glob("*.safetensors"))  # no candidate's weights are ever written
+
+    # the same command again is refused; --resume with more evaluations only adds the new ones
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "4", "--baselines")) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "5", "--baselines", "--resume")) == 0
+    _, records2, _ = read_journal(out / "journal.jsonl")
+    assert len(records2) == 3 * 2 * 5 and records2[:24] == records
+    # a different seed is another search: refused
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--seed", "1", "--resume")) == 2
+    assert "another seed" in capsys.readouterr().err
+
+
+def test_bad_input_gives_one_line_errors(setup, tmp_path, capsys):
+    teacher_dir, data = setup
+    assert main(_args(teacher_dir, data, tmp_path / "a", "--params", "5B")) == 2
+    assert "unreachable: the space reaches" in capsys.readouterr().err
+    space = tmp_path / "space.yaml"
+    space.write_text("mlp: {max: 4096}\n")
+    assert main(_args(teacher_dir, data, tmp_path / "b", "--bins", "2", "--space", str(space))) == 2
+    assert "larger than the teacher's MLP size" in capsys.readouterr().err
+    assert main(_args(teacher_dir, data, tmp_path / "c", "--bins", "2", "--windows", "500")) == 2
+    assert "search" in capsys.readouterr().err
+    assert main(_args(teacher_dir, data, tmp_path / "d")) == 2
+    assert "--params" in capsys.readouterr().err
+
+
+def test_search_under_two_process_torchrun_matches_one_process(setup, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    teacher_dir, data = setup
+    args = _args(teacher_dir, data, tmp_path / "one", "--bins", "2", "--evaluations", "3", "--windows", "5")
+    assert main(args) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    two = _args(teacher_dir, data, tmp_path / "two", "--bins", "2", "--evaluations", "3", "--windows", "5")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", "-m", "headstart", *two]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, one_rec, _ = read_journal(tmp_path / "one" / "journal.jsonl")
+    _, two_rec, _ = read_journal(tmp_path / "two" / "journal.jsonl")
+    assert [(r["bin"], r["spec_hash"]) for r in two_rec] == [(r["bin"], r["spec_hash"]) for r in one_rec]
+    assert [r["loss"] for r in two_rec] == pytest.approx([r["loss"] for r in one_rec], rel=1e-5)
+    assert len(list((tmp_path / "two").glob("best-*.yaml"))) == 2
+
+
+def test_options_come_from_a_config_file(setup, tmp_path, capsys):
+    teacher_dir, data = setup
+    cfg = tmp_path / "search.yaml"
+    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevaluatons: 3\n")
+    assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--bins", "1"]) == 2
+    assert "did you mean 'evaluations'" in capsys.readouterr().err
+    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevaluations: 2\nbins: 1\nwindows: 2\nseq-len: 16\n"
+                   "calibration-windows: 2\n")
+    assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--population", "2"]) == 0
+    _, records, _ = read_journal(tmp_path / "o" / "journal.jsonl")
+    assert len(records) == 2

@@ -1,0 +1,136 @@
+"""Fitness: CE of the sliced sub-network on search windows, in memory, equal under torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny import TEXT, save_tiny_teacher, tiny_model, tiny_tokenizer
+
+from headstart.errors import DataError
+from headstart.extract import build_student
+from headstart.search.fitness import Fitness, sum_cross_entropy
+from headstart.spec import SubnetSpec
+from headstart.teacher import Teacher
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_data(root: Path, docs: int = 12, search_docs: int = 3) -> Path:
+    """A prepared directory (tiny tokenizer) with train/search/val splits."""
+    from headstart.data import prepare
+
+    src = root / "corpus"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(docs):
+        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
+    return prepare([str(src)], tiny_tokenizer(), root / "prepared", tokenizer_source="tiny",
+                   search_frac=search_docs, val_frac=2, workers=1)
+
+
+SPECS = [
+    dict(layers=2, hidden=48, kv_groups=1, heads_per_group=2, mlp=64),
+    dict(layers=4, hidden=64, kv_groups=2, heads_per_group=1, mlp=32),
+    dict(layers=3, hidden=32, kv_groups=2, heads_per_group=2, mlp=96),
+]
+
+
+def test_fitness_is_the_mean_next_token_ce_of_the_built_student():
+    teacher = Teacher.from_model(tiny_model("smollm2"))
+    windows = torch.randint(0, 512, (5, 17), generator=torch.Generator().manual_seed(0))
+    fitness = Fitness(teacher, windows, batch_size=2)
+    for sizes in SPECS:
+        spec = SubnetSpec.from_sizes(teacher.dims, **sizes)
+        student = build_student(teacher, spec)
+        with torch.no_grad():
+            logits = student(input_ids=windows[:, :-1]).logits
+        ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 512), windows[:, 1:].reshape(-1))
+        assert fitness(spec) == pytest.approx(float(ref), rel=1e-5)
+    full = SubnetSpec.full(teacher.dims)
+    s, n = sum_cross_entropy(teacher.model, windows, batch_size=5, chunk=9)
+    assert n == 5 * 16 and fitness(full) == pytest.approx(s / n, rel=1e-6)
+    bf16 = Fitness(teacher, windows, dtype="bfloat16")(full)
+    assert bf16 == pytest.approx(s / n, rel=2e-2) and bf16 != s / n
+
+
+def test_fitness_never_touches_the_disk(monkeypatch):
+    teacher = Teacher.from_model(tiny_model("gpt_neox"))
+    fitness = Fitness(teacher, torch.randint(0, 512, (3, 9)))
+    spec = SubnetSpec.from_sizes(teacher.dims, layers=2, hidden=32, kv_groups=2, heads_per_group=1, mlp=48)
+    fitness(spec)  # warm up lazy imports
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError(f"fitness opened a file: {args[:1]}")
+
+    monkeypatch.setattr("builtins.open", no_disk)
+    monkeypatch.setattr(os, "open", no_disk)
+    assert fitness(spec) > 0
+
+
+def test_bad_windows_are_refused():
+    teacher = Teacher.from_model(tiny_model("llama"))
+    with pytest.raises(DataError, match="vocabulary"):
+        Fitness(teacher, torch.full((2, 9), 600))
+    with pytest.raises(DataError, match="windows"):
+        Fitness(teacher, torch.zeros((0, 9), dtype=torch.long))
+
+
+def test_too_small_search_split_is_refused(tmp_path):
+    from headstart.data import fixed_windows
+
+    data = make_data(tmp_path, docs=4, search_docs=1)
+    with pytest.raises(DataError, match="search"):
+        fixed_windows(data, "search", 256, 64)
+
+
+_WORKER = r"""
+import json, sys
+import torch
+from safetensors.torch import load_file
+from headstart import parallel
+from headstart.search.fitness import Fitness
+from headstart.spec import SubnetSpec
+from headstart.teacher import load_teacher
+
+parallel.init()
+teacher = load_teacher(sys.argv[1])
+fitness = Fitness(teacher, load_file(sys.argv[2])["windows"], batch_size=2)
+losses = [fitness(SubnetSpec.from_sizes(teacher.dims, **s)) for s in json.loads(sys.argv[3])]
+if parallel.is_main():
+    with open(sys.argv[4], "w") as f:
+        json.dump({"losses": losses, "local_windows": fitness.windows.shape[0]}, f)
+parallel.destroy()
+"""
+
+
+def test_two_process_torchrun_gives_the_same_losses(tmp_path):
+    teacher_dir = save_tiny_teacher("smollm2", tmp_path / "teacher")
+    windows = torch.randint(0, 512, (7, 13), generator=torch.Generator().manual_seed(3))
+    save_file({"windows": windows}, str(tmp_path / "w.safetensors"))
+    (tmp_path / "worker.py").write_text(_WORKER)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    with socket.socket() as sock:  # torchrun's static rendezvous needs a concrete free port
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}",
+           str(tmp_path / "worker.py"), str(teacher_dir), str(tmp_path / "w.safetensors"), json.dumps(SPECS),
+           str(tmp_path / "out.json")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads((tmp_path / "out.json").read_text())
+    assert got["local_windows"] == 4  # rank 0 scored windows 0, 2, 4, 6 of 7
+
+    from headstart.teacher import load_teacher
+
+    teacher = load_teacher(str(teacher_dir))
+    fitness = Fitness(teacher, windows, batch_size=2)
+    want = [fitness(SubnetSpec.from_sizes(teacher.dims, **s)) for s in SPECS]
+    assert got["losses"] == pytest.approx(want, rel=1e-5)

@@ -1,0 +1,122 @@
+"""Two processes (gloo, CPU) train the same weights as one process seeing the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
+    VOCAB,
+    StandInLoader,
+    confident_teacher,
+    config,
+    one_thread,
+    tiny_llama,
+    token_stream,
+)
+
+from headstart import parallel
+from headstart.train.loop import Trainer
+
+SEQ = 16
+STEPS = 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(root, world: int, rank: int, fsdp: bool) -> Trainer:
+    batch = 4 // world  # the same global batch either way
+    cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, grad_accum=2, kd="jsd", alpha=0.4,
+                 temperature=1.5, eval_every=2, save_every=2, fsdp=fsdp)
+    stream = token_stream(4000)
+    loader = StandInLoader(stream[:3500], SEQ, batch, seed=3, rank=rank, world_size=world)
+    val = StandInLoader(stream[3500:], SEQ, 1).windows[:6]
+    trainer = Trainer(cfg, tiny_llama(1), loader, val_windows=val, vocab=VOCAB, teacher=confident_teacher())
+    trainer.fit()
+    return trainer
+
+
+def _worker(rank: int, world: int, port: int, root: str, fsdp: bool) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    assert parallel.init(backend="gloo")
+    try:
+        trainer = _train(Path(root), world, rank, fsdp)
+        state = parallel.full_model_state(trainer.model)
+        if rank == 0:
+            torch.save(state, os.path.join(root, "final.pt"))
+    finally:
+        parallel.destroy()
+
+
+def _rows(root) -> list[dict]:
+    return [json.loads(line) for line in open(os.path.join(root, "run", "metrics.jsonl"))]
+
+
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
+def test_two_processes_match_one(tmp_path, fsdp):
+    single = _train(tmp_path / "single", 1, 0, fsdp=False)
+    want = parallel.full_model_state(single.model)
+    root = str(tmp_path / "multi")
+    os.makedirs(root)
+    mp.spawn(_worker, args=(2, _free_port(), root, fsdp), nprocs=2, join=True)
+    got = torch.load(os.path.join(root, "final.pt"), weights_only=True)
+    assert set(got) == set(want)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=2e-5, msg=key)
+    rows_1, rows_2 = _rows(tmp_path / "single"), _rows(root)
+    assert [r["tokens"] for r in rows_2] == [r["tokens"] for r in rows_1]
+    for a, b in zip(rows_1, rows_2):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+        assert b.get("val_loss", 0) == pytest.approx(a.get("val_loss", 0), rel=1e-4)
+    # rank 0 wrote the checkpoints; they hold one loader state per rank
+    ckpts = sorted(os.listdir(os.path.join(root, "run", "checkpoints")))
+    assert ckpts == ["step-00000002", "step-00000004"]
+    ranks = torch.load(os.path.join(root, "run", "checkpoints", ckpts[-1], "ranks.pt"), weights_only=True)
+    assert len(ranks) == 2 and ranks[0]["loader"] == ranks[1]["loader"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+def test_torchrun_cli_matches_single_process(tmp_path, mode):
+    """`torchrun --nproc_per_node=2 -m headstart train` end to end, against one process with the same global batch."""
+    import subprocess
+    import sys
+
+    from tiny import TEXT, save_tiny_teacher, tiny_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from headstart.cli import main
+    from headstart.data import prepare
+
+    teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for i in range(10):
+        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
+    data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
+                   val_frac=2, workers=1)
+    common = ["--teacher", str(teacher), "--student", f"random:{teacher}", "--data", str(data), "--tokens", "256",
+              "--seq-len", "16", "--autocast", "none", "--no-progress", "--eval-windows", "3", "--kd", "forward"]
+    assert main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+           "-m", "headstart", "train", *common, *mode, "--out", str(tmp_path / "two"), "--batch-size", "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = AutoModelForCausalLM.from_pretrained(tmp_path / "one" / "student").state_dict()
+    two = AutoModelForCausalLM.from_pretrained(tmp_path / "two" / "student").state_dict()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=2e-5, msg=key)
+    summary = json.loads((tmp_path / "two" / "student" / "training_summary.json").read_text())
+    assert summary["tokens"] == 256 and summary["teacher_tokens"] == 256
