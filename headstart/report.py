@@ -120,7 +120,7 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target: random init's final loss")
     ax.set_xlabel("training tokens" if x == "tokens" else "total FLOPs (setup + training + teacher)")
     ax.set_ylabel("validation loss (nats)")
-    ax.set_xscale("symlog")
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -149,6 +149,9 @@ def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, pa
     rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("val_loss") is not None]
     by_step = {int(r["step"]): r for r in rows}  # a resumed run may repeat steps: keep the last
     rows = [by_step[s] for s in sorted(by_step)]
+    initial = run_dir / "initial.json"
+    if initial.is_file():  # the starting point: what the sub-network (or random init) scores untrained
+        rows.insert(0, {"step": 0, "tokens": 0, **json.loads(initial.read_text())})
     return RunCurve(
         name=name, label=label, tokens=[float(r["tokens"]) for r in rows],
         train_flops=[float(r.get("student_flops", 0)) + float(r.get("teacher_flops", 0)) for r in rows],

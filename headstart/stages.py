@@ -37,6 +37,7 @@ from headstart.recipe import RUN_LABELS, RUNS, Recipe
 log = logging.getLogger(__name__)
 
 STAGES = ("prepare", "search", "train", "eval", "report")
+INITIAL = "initial.json"  # validation loss of a run's starting point (tokens = 0)
 
 
 def _hash(data: Any) -> str:
@@ -210,7 +211,7 @@ class Pipeline:
         stage = f"train:{name}"
         key = _hash([self.keys["search"], cfg.to_dict()])
         out = Path(cfg.out)
-        if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl"]):
+        if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
             return out
         stale = self._record(stage).is_file() and json.loads(self._record(stage).read_text())["key"] != key
         if stale and out.exists():
@@ -223,8 +224,19 @@ class Pipeline:
         result = train_run(cfg, teacher=self.teacher)
         if result.get("interrupted"):
             raise KeyboardInterrupt
+        _write_json(out / INITIAL, self._initial_loss(cfg))
         self._finish(stage, key)
         return out
+
+    def _initial_loss(self, cfg: Any) -> dict[str, float]:
+        """Validation loss of the run's starting point, on the training loop's own validation windows."""
+        from headstart.data import fixed_windows
+        from headstart.evaluate import perplexity
+        from headstart.train.build import load_student
+
+        student, _ = load_student(cfg.student, self.teacher, cfg.seed)
+        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed)
+        return {"tokens": 0, "val_loss": perplexity(student.eval(), windows, cfg.batch_size)["loss"]}
 
     def evaluate(self) -> Path:
         """Perplexity on the val split, samples and size of every trained student."""

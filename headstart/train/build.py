@@ -145,8 +145,11 @@ def _flops(model: PreTrainedModel | None, seq_len: int) -> int:
         return 2 * sum(p.numel() for p in model.parameters())
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train per ``cfg`` (single process, or every rank under torchrun) and export the student."""
+def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
+    """Train per ``cfg`` (single process, or every rank under torchrun) and export the student.
+
+    ``teacher`` may pass the already loaded teacher of ``cfg.teacher`` (the pipeline loads it once).
+    """
     from headstart.data import WindowLoader, fixed_windows
     from headstart.teacher import load_teacher
     from headstart.train.loop import Trainer
@@ -157,7 +160,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         Path(cfg.student.removeprefix("random:")).expanduser())
     if need_teacher and not cfg.teacher:
         raise ConfigError("--teacher is needed (online distillation, or a student given as a spec of it)")
-    teacher = load_teacher(cfg.teacher) if cfg.teacher and need_teacher else None
+    owned = teacher is None or not need_teacher  # a teacher passed in is the caller's: never cast it
+    if owned:
+        teacher = load_teacher(cfg.teacher) if cfg.teacher and need_teacher else None
     student, student_tok = load_student(cfg.student, teacher, cfg.seed)
     manifest = check_data(cfg, teacher, student, student_tok)
     vocab = int(manifest["vocab_size"])
@@ -167,7 +172,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         cache.check(seq_len=cfg.seq_len, vocab=vocab, data_fingerprint=manifest.get("key"),
                     teacher_fingerprint=teacher.fingerprint if teacher is not None else None)
     online = teacher.model if teacher is not None and kd.uses_teacher and cache is None else None
-    if online is not None and cfg.autocast_dtype(parallel.device()) is not None:
+    if online is not None and owned and cfg.autocast_dtype(parallel.device()) is not None:
         online.to(cfg.autocast_dtype(parallel.device()))  # no gradients: the teacher runs in half precision
     loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
                           world_size=parallel.world_size())

@@ -205,8 +205,8 @@ def kd_loss(student_logits: Tensor, labels: Tensor, cfg: KDConfig, *, teacher_lo
 
 # -- the chunked, memory-safe form ----------------------------------------------------------------
 def default_chunk(vocab: int) -> int:
-    """Tokens per chunk so that one [chunk, vocab] fp32 buffer stays near 64 MiB."""
-    return max(8, (1 << 24) // max(1, vocab))
+    """Tokens per chunk so that one [chunk, vocab] fp32 buffer stays near 128 MiB (a few live at once)."""
+    return max(8, (1 << 25) // max(1, vocab))
 
 
 def _kd_grad(lq: Tensor, q: Tensor, teacher_zt: Tensor | None, topk: TopK | None, cfg: KDConfig,
