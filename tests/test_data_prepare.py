@@ -338,3 +338,14 @@ def test_python_only_tokenizer_gives_the_same_tokens(tmp_path, tok):
     fast = read_manifest(prepare([tmp_path / "in"], tok, tmp_path / "fast", workers=1, **kw))
     slow = read_manifest(prepare([tmp_path / "in"], PythonOnlyTokenizer(tok), tmp_path / "slow", workers=2, **kw))
     assert slow["splits"] == fast["splits"]
+
+
+def test_spawned_workers_where_fork_is_missing(tmp_path, tok, monkeypatch):
+    import multiprocessing
+
+    write_corpus(tmp_path / "in", n=6)
+    kw = dict(tokenizer_source="t", search_frac=1, val_frac=1)
+    forked = read_manifest(prepare([tmp_path / "in"], tok, tmp_path / "fork", workers=2, **kw))
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])  # as on macOS/Windows
+    spawned = read_manifest(prepare([tmp_path / "in"], tok, tmp_path / "spawn", workers=2, **kw))
+    assert spawned["splits"] == forked["splits"]

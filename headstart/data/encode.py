@@ -1,7 +1,7 @@
 """Tokenize batches of documents, in this process or in a pool of worker processes.
 
-Workers receive the tokenizer once (its JSON, rebuilt with ``tokenizers.Tokenizer.from_str``) and
-then only batches of texts; results come back in submission order, with at most a few batches in
+Workers get the tokenizer once (forked workers inherit it; spawned ones rebuild it from its JSON)
+and then only batches of texts; results come back in submission order, with at most a few batches in
 flight, so memory stays bounded whatever the corpus size. Every non-empty document gets the EOS id
 appended; the token ids are exactly those of ``tokenizer.encode(text, add_special_tokens=False)``.
 """
@@ -57,11 +57,13 @@ def _encode_texts(
     return np.asarray(flat, dtype=np.int64).astype(dtype), lengths
 
 
-def _init_worker(tokenizer_json: str, eos: int, dtype: str) -> None:
+def _init_worker(tokenizer_json: str | None, eos: int, dtype: str) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one process per core already
-    from tokenizers import Tokenizer
+    if tokenizer_json is not None:  # spawned: rebuild the tokenizer; forked: it is inherited
+        from tokenizers import Tokenizer
 
-    _worker.update(backend=Tokenizer.from_str(tokenizer_json), eos=eos, dtype=dtype)
+        _worker["backend"] = Tokenizer.from_str(tokenizer_json)
+    _worker.update(eos=eos, dtype=dtype)
 
 
 def _encode_in_worker(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +88,11 @@ class Encoder:
             method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
             saved = os.environ.get("TOKENIZERS_PARALLELISM")
             os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no fork warning; one process per core already
+            _worker["backend"] = self.backend  # what forked workers inherit
+            tokenizer_json = None if method == "fork" else self.backend.to_str()
             try:
                 self._pool = multiprocessing.get_context(method).Pool(
-                    self.workers, initializer=_init_worker, initargs=(self.backend.to_str(), self.eos, self.dtype)
+                    self.workers, initializer=_init_worker, initargs=(tokenizer_json, self.eos, self.dtype)
                 )
             finally:
                 if saved is None:
@@ -102,6 +106,7 @@ class Encoder:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+        _worker.clear()
 
     def map(self, batches: Iterable[tuple[Any, list[str]]]) -> Iterator[tuple[Any, np.ndarray, np.ndarray]]:
         """``(meta, texts)`` -> ``(meta, ids, lengths)``, in order; ``meta`` never leaves this process."""

@@ -57,9 +57,14 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     It depends only on the tokenizer's content, never on the process or the file it came from, so
     the same tokenizer loaded from a directory or from a GGUF gives the same fingerprint.
     """
+    return fingerprint_and_size(tokenizer)[0]
+
+
+def fingerprint_and_size(tokenizer: Any) -> tuple[str, int]:
+    """:func:`tokenizer_fingerprint` and :func:`tokenizer_vocab_size`, reading the vocabulary once."""
     vocab = sorted(tokenizer_vocab(tokenizer).items(), key=lambda kv: (kv[1], kv[0]))
     payload = json.dumps({"vocab": vocab, "special": _special_tokens(tokenizer)}, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16], (vocab[-1][1] + 1 if vocab else 0)
 
 
 def eos_token_id(tokenizer: Any) -> int:

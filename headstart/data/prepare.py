@@ -28,7 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from headstart.data.encode import Encoder, default_workers
-from headstart.data.fingerprint import eos_token_id, tokenizer_fingerprint, tokenizer_vocab_size
+from headstart.data.fingerprint import eos_token_id, fingerprint_and_size
 from headstart.data.outdir import PROGRESS, check_out_dir, reusable, start_state
 from headstart.data.shards import (
     FORMAT,
@@ -52,7 +52,7 @@ from headstart.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_TOKENS = 1 << 26
-BATCH_CHARS = 1 << 18  # characters per task sent to a worker
+BATCH_CHARS = 1 << 16  # characters per task sent to a worker (small tasks balance the workers)
 BATCH_DOCS = 512
 MAX_NAMES = 256  # a split lists its document names in the manifest up to this many documents
 
@@ -180,11 +180,11 @@ def _settings(
 
 def _tokenizer_facts(tokenizer: Any, source: str) -> dict[str, Any]:
     eos = eos_token_id(tokenizer)
-    vocab = tokenizer_vocab_size(tokenizer)
+    fingerprint, vocab = fingerprint_and_size(tokenizer)
     if not 0 <= eos < vocab:
         raise DataError(f"the tokenizer's EOS id {eos} is outside its vocabulary of {vocab}")
     return {
-        "fingerprint": tokenizer_fingerprint(tokenizer),
+        "fingerprint": fingerprint,
         "source": str(source),
         "class": type(tokenizer).__name__,
         "vocab_size": vocab,
