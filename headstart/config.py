@@ -18,12 +18,9 @@ import yaml
 from headstart.errors import ConfigError
 
 
-def load_yaml_config(path: str | Path, valid_keys: Iterable[str], what: str = "config") -> dict[str, Any]:
-    """Read a YAML mapping and check its keys (``-`` and ``_`` are interchangeable).
-
-    Returns the mapping with keys normalised to ``snake_case``. Raises :class:`ConfigError` for a
-    missing file, invalid YAML, a non-mapping, or an unknown key (with the closest valid key).
-    """
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; :class:`ConfigError` for a missing file, invalid
+    YAML or a non-mapping."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} file {path} does not exist")
@@ -33,16 +30,30 @@ def load_yaml_config(path: str | Path, valid_keys: Iterable[str], what: str = "c
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of option: value, not {type(data).__name__}")
+    return data
+
+
+def check_keys(values: Any, valid_keys: Iterable[str], where: str, section: str = "") -> dict[str, Any]:
+    """``values`` with keys normalised to ``snake_case`` (``-`` and ``_`` are interchangeable);
+    :class:`ConfigError` naming an unknown key (``section.key``) and the closest valid one."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section or 'the file'} in {where} must be a mapping, got {type(values).__name__}")
     valid = sorted({k.replace("-", "_") for k in valid_keys})
+    prefix = f"{section}." if section else ""
     out: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in values.items():
         norm = str(key).replace("-", "_")
         if norm not in valid:
             close = difflib.get_close_matches(norm, valid, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise ConfigError(f"unknown key {key!r} in {path}{hint}")
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown key {prefix + str(key)!r} in {where}{hint}")
         out[norm] = value
     return out
+
+
+def load_yaml_config(path: str | Path, valid_keys: Iterable[str], what: str = "config") -> dict[str, Any]:
+    """Read a YAML mapping of options and check its keys (see :func:`check_keys`)."""
+    return check_keys(read_yaml_mapping(path, what), valid_keys, str(path))
 
 
 def option_dests(parser: argparse.ArgumentParser) -> list[str]:

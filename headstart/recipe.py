@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from headstart.config import check_keys, read_yaml_mapping
 from headstart.errors import ConfigError
 
 #: The paper's comparison: name -> (student init, distill?)
@@ -91,8 +90,8 @@ class Recipe:
         from headstart.search.pipeline import SearchJob
         from headstart.train.config import TrainConfig
 
-        self.search = _check_keys("search", self.search, _field_names(SearchJob) - _OWNED["search"])
-        self.train = _check_keys("train", self.train, _field_names(TrainConfig) - _OWNED["train"])
+        self.search = check_keys(self.search, _field_names(SearchJob) - _OWNED["search"], "recipe", "search")
+        self.train = check_keys(self.train, _field_names(TrainConfig) - _OWNED["train"], "recipe", "train")
         if "params" not in self.search:
             raise ConfigError("recipe needs search.params: the student's parameter budget (e.g. 60M)")
         for name in self.compare.runs:
@@ -105,33 +104,23 @@ class Recipe:
         for name, over in self.compare.overrides.items():
             if name not in self.compare.runs:
                 raise ConfigError(f"compare.overrides names run {name!r}, which is not in compare.runs")
-            _check_keys(f"compare.overrides.{name}", over, _field_names(TrainConfig) - _OWNED["train"])
+            check_keys(over, _field_names(TrainConfig) - _OWNED["train"], "recipe", f"compare.overrides.{name}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "recipe") -> Recipe:
         """Build from a mapping, refusing unknown keys (with the closest valid one)."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{where} must be a mapping")
-        top = _check_keys("", data, {f.name for f in dataclasses.fields(cls)}, where)
+        top = check_keys(data, _field_names(cls), where)
         sections = {"data": DataRecipe, "compare": CompareRecipe, "eval": EvalRecipe}
         for name, klass in sections.items():
             if name in top:
-                values = _check_keys(name, top[name] or {}, _field_names(klass), where)
+                values = check_keys(top[name] or {}, _field_names(klass), where, name)
                 top[name] = klass(**values)
         return cls(**top)
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
         """Read a recipe YAML; ``overrides`` (e.g. ``{"out": ...}``) replace top-level keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"recipe {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} must hold a mapping")
+        data = read_yaml_mapping(path, "recipe")
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         return cls.from_dict(data, where=str(path))
 
@@ -142,19 +131,3 @@ class Recipe:
 
 def _field_names(klass: type) -> set[str]:
     return {f.name for f in dataclasses.fields(klass)}
-
-
-def _check_keys(section: str, values: dict[str, Any], valid: set[str], where: str = "recipe") -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{section or 'the recipe'} in {where} must be a mapping, got {type(values).__name__}")
-    out = {}
-    for key, value in values.items():
-        norm = str(key).replace("-", "_")
-        if norm not in valid:
-            name = f"{section}.{key}" if section else str(key)
-            close = difflib.get_close_matches(norm, sorted(valid), n=1, cutoff=0.5)
-            hint = f"; did you mean {(section + '.' if section else '') + close[0]!r}?" if close else \
-                f"; valid keys: {', '.join(sorted(valid))}"
-            raise ConfigError(f"unknown key {name!r} in {where}{hint}")
-        out[norm] = value
-    return out

@@ -92,6 +92,11 @@ class Pipeline:
             self.say(f"[{stage}] outputs missing ({missing[0].name}); recomputing")
         return False
 
+    def _stale(self, stage: str, key: str) -> bool:
+        """True when ``stage`` finished before with other settings than ``key``."""
+        rec = self._record(stage)
+        return rec.is_file() and json.loads(rec.read_text()).get("key") != key
+
     def _finish(self, stage: str, key: str, **info: Any) -> None:
         _write_json(self._record(stage), {"key": key, "finished": time.time(), **info})
 
@@ -151,8 +156,7 @@ class Pipeline:
         outputs = [out / "summary.json", out / "teacher.json", students / "searched.yaml", students / "first-k.yaml"]
         if not self._done("search", key, outputs):
             journal = out / "journal.jsonl"
-            stale = self._record("search").is_file() and json.loads(self._record("search").read_text())["key"] != key
-            if stale and out.exists():
+            if self._stale("search", key) and out.exists():
                 self.say("[search] settings changed since the last run; starting the search afresh")
                 shutil.rmtree(out)
             resume = journal.is_file()
@@ -213,8 +217,7 @@ class Pipeline:
         out = Path(cfg.out)
         if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
             return out
-        stale = self._record(stage).is_file() and json.loads(self._record(stage).read_text())["key"] != key
-        if stale and out.exists():
+        if self._stale(stage, key) and out.exists():
             self.say(f"[{stage}] settings changed since the last run; training afresh")
             shutil.rmtree(out)
         cfg.resume = latest_checkpoint(out) is not None
