@@ -2,8 +2,9 @@
 
 Same student, teacher, batch and optimizer; vocabulary 49152 (the real teacher's) and sequence
 length 512. Each variant runs in a fresh subprocess (so that peak RSS, read from ``ru_maxrss``, is
-its own), under the same allocator settings; one warm-up step, then the timed steps. Also builds a
-top-k cache at k=64 and measures its bytes per token on disk.
+its own), under the same allocator settings; one warm-up step, then the timed steps. Both run at
+each precision: fp32, and bf16 autocast where the machine has fast bf16 (what ``--autocast auto``
+picks for training there). Also builds a top-k cache at k=64 and measures its bytes per token.
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824 \
         .venv/bin/python bench/kd_step.py            # writes bench/results/kd_step.json
@@ -80,34 +81,40 @@ def _setup(batch_size: int, seq_len: int, steps: int, alpha: float, t: float):
     return student, teacher, opt, batches, module
 
 
-def _step(variant: str, student, teacher, opt, module, batch, alpha: float, t: float) -> tuple[float, float]:
+def _autocast(precision: str) -> torch.autocast:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _step(variant: str, student, teacher, opt, module, batch, alpha: float, t: float,
+          precision: str) -> tuple[float, float]:
     t0 = time.perf_counter()
-    if variant == "naive":
-        loss = naive_step(student, teacher, batch, alpha, t)
-    else:
-        loss = headstart_step(module, teacher, batch)
+    with _autocast(precision):
+        if variant == "naive":
+            loss = naive_step(student, teacher, batch, alpha, t)
+        else:
+            loss = headstart_step(module, teacher, batch)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return time.perf_counter() - t0, loss
 
 
-def memory_worker(variant: str, batch_size: int, seq_len: int, alpha: float, t: float) -> dict:
+def memory_worker(variant: str, batch_size: int, seq_len: int, alpha: float, t: float, precision: str) -> dict:
     """Peak RSS of two steps of one variant, in a process of its own."""
     student, teacher, opt, batches, module = _setup(batch_size, seq_len, 2, alpha, t)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    losses = [_step(variant, student, teacher, opt, module, b, alpha, t)[1] for b in batches]
+    losses = [_step(variant, student, teacher, opt, module, b, alpha, t, precision)[1] for b in batches]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"variant": variant, "peak_rss_mib": peak / 1024, "models_rss_mib": base / 1024,
             "step_rss_mib": (peak - base) / 1024, "first_loss": losses[0]}
 
 
-def speed(batch_size: int, seq_len: int, steps: int, alpha: float, t: float) -> dict:
+def speed(batch_size: int, seq_len: int, steps: int, alpha: float, t: float, precision: str) -> dict:
     """Both variants in one process, steps interleaved (a noisy machine hits both alike); best of N."""
     student, teacher, opt, batches, module = _setup(batch_size, seq_len, steps + 1, alpha, t)
     times: dict[str, list[float]] = {"naive": [], "headstart": []}
     for i, batch in enumerate(batches):
         for variant in (("naive", "headstart") if i % 2 == 0 else ("headstart", "naive")):
-            dt, _ = _step(variant, student, teacher, opt, module, batch, alpha, t)
+            dt, _ = _step(variant, student, teacher, opt, module, batch, alpha, t, precision)
             if i > 0:  # the first round warms up
                 times[variant].append(dt)
     tokens = batch_size * seq_len
@@ -118,7 +125,7 @@ def speed(batch_size: int, seq_len: int, steps: int, alpha: float, t: float) -> 
     return out
 
 
-def loss_only_speed(batch_size: int, seq_len: int, rounds: int, alpha: float, t: float) -> dict:
+def loss_only_speed(batch_size: int, seq_len: int, rounds: int, alpha: float, t: float, precision: str) -> dict:
     """Just the part that differs: the loss and its backward from given hidden states, best of N."""
     from headstart.train.kd_loss import KDConfig, chunked_kd_loss
 
@@ -145,7 +152,8 @@ def loss_only_speed(batch_size: int, seq_len: int, rounds: int, alpha: float, t:
     for i in range(rounds + 1):
         for name, fn in pair if i % 2 == 0 else pair[::-1]:
             t0 = time.perf_counter()
-            fn()
+            with _autocast(precision):
+                fn()
             if i > 0:
                 times[name].append(time.perf_counter() - t0)
             hidden.grad = w.grad = None
@@ -167,14 +175,45 @@ def cache_bytes_per_token(seq_len: int, k: int = 64, windows: int = 8) -> dict:
             "bytes_per_token_records": bytes_per_token(k, VOCAB, seq_len)}
 
 
+def precisions() -> list[str]:
+    """fp32 always; bf16 autocast where the CPU has native bf16 (as ``--autocast auto`` decides)."""
+    fast_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+    return ["fp32", "bf16"] if fast_bf16 else ["fp32"]
+
+
+def compare(args: argparse.Namespace, precision: str) -> dict:
+    """Memory (one subprocess per variant) and speed (one subprocess, interleaved) at one precision."""
+    env = {**os.environ, **MALLOC}  # both variants under the same allocator settings
+    results = {}
+    for worker in ("naive", "headstart", "speed"):
+        cmd = [sys.executable, __file__, "--worker", worker, "--precision", precision, "--batch-size",
+               str(args.batch_size), "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--alpha",
+               str(args.alpha), "--temperature", str(args.temperature), "--threads", str(args.threads)]
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        results[worker] = json.loads(out.strip().splitlines()[-1])
+        print(precision, worker, results[worker], flush=True)
+    h, n, sp = results["headstart"], results["naive"], results["speed"]
+    return {
+        "memory": {"naive": n, "headstart": h}, "speed": sp,
+        "tokens_per_s_ratio": sp["headstart"]["tokens_per_s"] / sp["naive"]["tokens_per_s"],
+        "tokens_per_s_ratio_median": sp["naive"]["step_s_median"] / sp["headstart"]["step_s_median"],
+        "loss_only_speed_ratio": sp["loss_only"]["naive"]["s_min"] / sp["loss_only"]["headstart"]["s_min"],
+        "peak_rss_ratio": h["peak_rss_mib"] / n["peak_rss_mib"],
+        "step_rss_ratio": h["step_rss_mib"] / n["step_rss_mib"],
+        "first_loss_rel_diff": abs(h["first_loss"] - n["first_loss"]) / abs(n["first_loss"]),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=512)
     p.add_argument("--steps", type=int, default=6, help="timed steps per variant (after one warm-up)")
     p.add_argument("--alpha", type=float, default=0.5)
-    p.add_argument("--temperature", type=float, default=2.0)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), action="append",
+                   help="precision(s) to compare (default: fp32, and bf16 where the CPU has it)")
     p.add_argument("--worker", choices=("naive", "headstart", "speed"), help=argparse.SUPPRESS)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kd_step.json"))
     args = p.parse_args()
@@ -182,41 +221,28 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shape = (args.batch_size, args.seq_len)
     if args.worker == "speed":
-        out = speed(*shape, args.steps, args.alpha, args.temperature)
-        out["loss_only"] = loss_only_speed(*shape, args.steps, args.alpha, args.temperature)
+        precision = args.precision[0]
+        out = speed(*shape, args.steps, args.alpha, args.temperature, precision)
+        out["loss_only"] = loss_only_speed(*shape, args.steps, args.alpha, args.temperature, precision)
         print(json.dumps(out))
         return
     if args.worker:
-        print(json.dumps(memory_worker(args.worker, *shape, args.alpha, args.temperature)))
+        print(json.dumps(memory_worker(args.worker, *shape, args.alpha, args.temperature, args.precision[0])))
         return
-    env = {**os.environ, **MALLOC}  # both variants under the same allocator settings
-    results = {}
-    for worker in ("naive", "headstart", "speed"):
-        cmd = [sys.executable, __file__, "--worker", worker, "--batch-size", str(args.batch_size), "--seq-len",
-               str(args.seq_len), "--steps", str(args.steps), "--alpha", str(args.alpha), "--temperature",
-               str(args.temperature), "--threads", str(args.threads)]
-        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-        results[worker] = json.loads(out.strip().splitlines()[-1])
-        print(worker, results[worker], flush=True)
-    h, n, sp = results["headstart"], results["naive"], results["speed"]
     report = {
         "setup": {"vocab": VOCAB, "seq_len": args.seq_len, "batch_size": args.batch_size, "alpha": args.alpha,
                   "temperature": args.temperature, "student": "llama h256 x4 layers (28M)",
-                  "teacher": "llama h512 x6 layers (67M)", "dtype": "float32", "malloc": MALLOC,
+                  "teacher": "llama h512 x6 layers (67M)", "malloc": MALLOC,
                   "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()},
-        "memory": {"naive": n, "headstart": h}, "speed": sp,
-        "tokens_per_s_ratio": sp["headstart"]["tokens_per_s"] / sp["naive"]["tokens_per_s"],
-        "tokens_per_s_ratio_median": sp["naive"]["step_s_median"] / sp["headstart"]["step_s_median"],
-        "loss_only_speed_ratio": sp["loss_only"]["naive"]["s_min"] / sp["loss_only"]["headstart"]["s_min"],
-        "peak_rss_ratio": h["peak_rss_mib"] / n["peak_rss_mib"],
-        "step_rss_ratio": h["step_rss_mib"] / n["step_rss_mib"],
-        "same_first_loss": abs(h["first_loss"] - n["first_loss"]) < 1e-4 * abs(n["first_loss"]),
+        "precisions": {precision: compare(args, precision) for precision in args.precision or precisions()},
         "cache": cache_bytes_per_token(args.seq_len),
         "targets": {"tokens_per_s_ratio": ">= 1.0", "peak_rss_ratio": "<= 0.6", "cache_bytes_per_token": "<= 300"},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
-    print(json.dumps(report, indent=1))
+    summary = {precision: {k: v for k, v in r.items() if "ratio" in k or "diff" in k}
+               for precision, r in report["precisions"].items()}
+    print(json.dumps({"summary": summary, "cache": report["cache"]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -240,3 +240,21 @@ def test_eval_mode_skips_gradients_and_bad_config_is_refused():
         KDConfig("jsd", beta=1.0)
     with pytest.raises(ConfigError, match="teacher"):
         chunked_kd_loss(h, w, labels, KDConfig("forward"))
+
+
+@pytest.mark.parametrize("cfg", [KDConfig("forward", alpha=0.5), KDConfig("forward", alpha=0.2, temperature=2.0),
+                                 KDConfig("jsd", alpha=0.5, temperature=1.5)])
+def test_chunked_under_bf16_autocast_runs_its_products_in_bf16_close_to_fp32(cfg):
+    """Under autocast the head's products run in bf16 (fast on AVX512-BF16 CPUs and GPUs), the softmax
+    arithmetic in fp32; the loss and gradients stay close to fp32 and keep their dtypes."""
+    h, w, th, tw, labels = _problem(n=64, hid=16, vocab=50)
+    want = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, chunk=9)
+    gh, gw = torch.autograd.grad(want.loss, [h, w])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, chunk=9)
+    got.loss.backward()
+    assert got.loss.dtype == h.grad.dtype == w.grad.dtype == torch.float32
+    assert got.loss.item() != want.loss.item()  # bf16 products really ran
+    torch.testing.assert_close(got.loss, want.loss, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(h.grad, gh, rtol=5e-2, atol=5e-3)
+    torch.testing.assert_close(w.grad, gw, rtol=5e-2, atol=5e-3)

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -170,3 +171,20 @@ def test_tensorboard_when_installed_else_a_clear_error(tmp_path):
     else:
         trainer.fit()
         assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_target_loss_stops_early_on_the_unchanged_schedule(tmp_path):
+    """--target-loss stops at the first validation that reaches it; the steps before are the full run's."""
+    full_cfg = config(tmp_path / "full", kd="none", tokens=40 * 2 * SEQ, eval_every=5)
+    full, _ = _trainer(full_cfg)
+    full.fit()
+    vals = [(r["step"], r["val_loss"]) for r in _rows(full_cfg) if "val_loss" in r]
+    target = vals[1][1]  # the second validation's loss: reached at step 10 at the latest
+    cfg = config(tmp_path / "early", kd="none", tokens=40 * 2 * SEQ, eval_every=5, target_loss=target)
+    trainer, _ = _trainer(cfg)
+    result = trainer.fit()
+    rows = _rows(cfg)
+    stop = next(step for step, loss in vals if loss <= target)
+    assert result["target_step"] == stop == rows[-1]["step"] and not result["interrupted"]
+    assert [r["loss"] for r in rows] == [r["loss"] for r in _rows(full_cfg)[:stop]]
+    assert load_checkpoint(latest_checkpoint(Path(cfg.out))).trainer["counters"]["step"] == stop

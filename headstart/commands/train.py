@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("evaluation, checkpoints, logging")
     run.add_argument("--eval-every", type=int, default=_D["eval_every"], help="steps between validations (0: end)")
     run.add_argument("--eval-windows", type=int, default=_D["eval_windows"], help="fixed val windows (0: none)")
+    run.add_argument("--target-loss", type=float,
+                     help="stop early once the validation loss reaches this value (the schedule is unchanged)")
     run.add_argument("--save-every", type=int, default=_D["save_every"], help="steps between checkpoints")
     run.add_argument("--keep", type=int, default=_D["keep"], help="checkpoints kept (newest)")
     run.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

@@ -14,7 +14,7 @@ AUTOCAST = ("auto", "bf16", "fp16", "none")
 
 # Options that may change between a run and its resume (they do not change what is trained).
 RUN_ONLY = {"out", "resume", "eval_every", "eval_windows", "save_every", "keep", "tensorboard", "wandb",
-            "progress", "compile", "activation_checkpointing"}
+            "progress", "compile", "activation_checkpointing", "target_loss"}
 
 
 @dataclass
@@ -41,6 +41,7 @@ class TrainConfig:
     teacher_cache: str | None = None
     eval_every: int = 100
     eval_windows: int = 32
+    target_loss: float | None = None  # stop early once the validation loss reaches it
     save_every: int = 500
     keep: int = 2
     resume: bool = False
@@ -69,6 +70,8 @@ class TrainConfig:
             raise ConfigError(f"--keep {self.keep} must be at least 1")
         if self.autocast not in AUTOCAST:
             raise ConfigError(f"--autocast {self.autocast!r} is unknown; use one of {', '.join(AUTOCAST)}")
+        if self.target_loss is not None and not self.eval_windows:
+            raise ConfigError("--target-loss needs validation: set --eval-windows above 0")
         if self.loss_chunk is not None and self.loss_chunk < 1:
             raise ConfigError(f"--loss-chunk {self.loss_chunk} must be positive")
         kd = self.kd_config()

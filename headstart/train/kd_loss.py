@@ -205,8 +205,8 @@ def kd_loss(student_logits: Tensor, labels: Tensor, cfg: KDConfig, *, teacher_lo
 
 # -- the chunked, memory-safe form ----------------------------------------------------------------
 def default_chunk(vocab: int) -> int:
-    """Tokens per chunk so that one [chunk, vocab] fp32 buffer stays near 128 MiB (a few live at once)."""
-    return max(8, (1 << 25) // max(1, vocab))
+    """Tokens per chunk so that one [chunk, vocab] fp32 buffer stays near 192 MiB (a few live at once)."""
+    return max(8, (3 << 24) // max(1, vocab))
 
 
 def _kd_grad(lq: Tensor, q: Tensor, teacher_zt: Tensor | None, topk: TopK | None, cfg: KDConfig,
@@ -218,9 +218,6 @@ def _kd_grad(lq: Tensor, q: Tensor, teacher_zt: Tensor | None, topk: TopK | None
     """
     if topk is None:
         lp = F.log_softmax(teacher_zt[:, :vocab].float(), dim=-1)
-        if cfg.kind == "forward":  # the common case, in few passes: D = sum p (lp - lq), dD/d(z/T) = q - p
-            p = lp.exp()
-            return torch.einsum("ij,ij->i", p, lp.sub_(lq)), torch.sub(q, p)
         d, pull = _divergence_and_pull(lp, lq, q, cfg.kind, cfg.beta, safe=False)
     else:
         index = topk.index.long()
@@ -232,6 +229,43 @@ def _kd_grad(lq: Tensor, q: Tensor, teacher_zt: Tensor | None, topk: TopK | None
     return d, pull.sub_(q * pull.sum(-1, keepdim=True))
 
 
+def _forward_kl_chunk(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int,
+                      teacher_zt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_chunk_grad` for forward KL against online teacher logits, in few passes.
+
+    Only fused row kernels (``log_softmax``, ``softmax``) and in-place elementwise ops touch the
+    ``[c, V]`` buffers: ``D = sum p (lp - lq)``, ``dD/d(z/T) = q - p``. At T=1 with no padded rows the
+    student's CE and KD distributions coincide and share one log-softmax. ``z`` may be overwritten.
+    """
+    t, w_ce, w_kd = cfg.temperature, cfg.ce_weight, cfg.kd_weight / cfg.temperature
+    valid = labels != cfg.ignore_index
+    safe = labels.clamp_min(0).unsqueeze(-1)
+    tv = teacher_zt[:, :vocab]
+    p = torch.softmax(tv, dim=-1)
+    lp = torch.log_softmax(tv, dim=-1)
+    plain = t == 1.0 and vocab == z.shape[-1]
+    lq = torch.log_softmax(z if plain else z[:, :vocab] * (1.0 / t), dim=-1)
+    kd = (lp.sub_(lq).mul_(p).sum(-1) * valid).sum()
+    del lp
+    if plain:
+        ce = -(lq.gather(-1, safe).squeeze(-1) * valid).sum()
+        grad = lq.exp_()  # q, the softmax of both terms
+        if w_ce + w_kd != 1.0:
+            grad.mul_(w_ce + w_kd)
+        grad.sub_(p, alpha=w_kd)
+    else:
+        grad_kd = lq.exp_().sub_(p).mul_(w_kd)
+        lse = torch.log_softmax(z, dim=-1)
+        ce = -(lse.gather(-1, safe).squeeze(-1) * valid).sum()
+        grad = lse.exp_().mul_(w_ce)
+        grad[:, :vocab].add_(grad_kd)
+    del p
+    grad.scatter_add_(-1, safe, torch.full(safe.shape, -w_ce, dtype=grad.dtype, device=grad.device))
+    if not bool(valid.all()):
+        grad.mul_(valid.unsqueeze(-1))
+    return ce, kd, grad
+
+
 def _chunk_grad(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int, teacher_zt: Tensor | None,
                 topk: TopK | None) -> tuple[Tensor, Tensor, Tensor]:
     """CE sum, divergence sum and d(ce_weight*CE + kd_weight*D)/dz for one chunk of logits z [c, Vs].
@@ -239,6 +273,8 @@ def _chunk_grad(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int, teacher_zt
     The gradient is ``w_ce * (softmax(z) - onehot) + (w_kd / T) * dD/d(z/T)``; ``teacher_zt`` is the
     teacher's chunk of logits already divided by T.
     """
+    if cfg.uses_teacher and cfg.kind == "forward" and topk is None:
+        return _forward_kl_chunk(z, labels, cfg, vocab, teacher_zt)
     valid = labels != cfg.ignore_index
     safe = labels.clamp_min(0).unsqueeze(-1)
     lse = torch.logsumexp(z, -1, keepdim=True)
@@ -274,9 +310,15 @@ class _ChunkedLoss(torch.autograd.Function):
     def forward(ctx, h, w, b, teacher_h, teacher_w, labels, topk_logp, topk_index, topk_rest,
                 cfg, vocab, normalizer, chunk):
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        cdt = h.dtype
-        w_c = w.to(cdt)
-        tw_c = teacher_w.to(teacher_h.dtype) if teacher_w is not None else None
+        # the head's matrix products run in the autocast dtype when autocast is on (bf16 on CPUs with
+        # AVX512-BF16 and on GPUs: 4x faster than fp32 here); the softmax arithmetic stays in fp32
+        dev = h.device.type
+        cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
+        h_c, w_c = h.to(cdt), w.to(cdt)
+        th_c = tw_c = None
+        if teacher_h is not None:  # the teacher's logits at temperature T: scale [N, H], not [N, V]
+            th_c = (teacher_h * (1.0 / cfg.temperature)).to(cdt)
+            tw_c = teacher_w.to(cdt)
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
         grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
@@ -284,26 +326,28 @@ class _ChunkedLoss(torch.autograd.Function):
         kd_sum = torch.zeros_like(ce_sum)
         # logits land in two reused buffers: fresh [chunk, V] allocations per chunk cost ~10% on CPU
         rows = min(chunk, h.shape[0])
-        z_buf = h.new_empty(rows, w.shape[0])
-        tz_buf = teacher_h.new_empty(rows, teacher_w.shape[0]) if teacher_h is not None else None
+        z_buf = h_c.new_empty(rows, w.shape[0])
+        tz_buf = th_c.new_empty(rows, tw_c.shape[0]) if th_c is not None else None
         for s in range(0, h.shape[0], chunk):
             e = min(s + chunk, h.shape[0])
-            z = torch.mm(h[s:e], w_c.t(), out=z_buf[: e - s])
-            z = (z if b is None else z.add_(b.to(cdt))).float()
-            # the teacher's logits at temperature T: scale the [c, H] hidden states, not the [c, V] logits
-            tz = None if teacher_h is None else torch.mm(teacher_h[s:e] * (1.0 / cfg.temperature), tw_c.t(),
-                                                         out=tz_buf[: e - s])
+            z = torch.mm(h_c[s:e], w_c.t(), out=z_buf[: e - s]).float()
+            z = z if b is None else z.add_(b.float())
+            tz = None if th_c is None else torch.mm(th_c[s:e], tw_c.t(), out=tz_buf[: e - s]).float()
             topk = TopK(topk_logp[s:e], topk_index[s:e], topk_rest[s:e]) if topk_logp is not None else None
             ce, kd, g = _chunk_grad(z, labels[s:e], cfg, vocab, tz, topk)
             del z, tz
             ce_sum += ce
             kd_sum += kd
+            g = g.to(cdt)
             if need_h:
-                grad_h[s:e] = (g.to(cdt) @ w_c).div_(normalizer)
+                grad_h[s:e] = (g @ w_c).div_(normalizer)
             if need_w:
-                grad_w.addmm_(g.t(), h[s:e].float())
+                if cdt == torch.float32:
+                    grad_w.addmm_(g.t(), h_c[s:e])
+                else:
+                    grad_w.add_(g.t() @ h_c[s:e])
             if need_b:
-                grad_b += g.sum(0)
+                grad_b += g.sum(0, dtype=torch.float32)
         loss = (cfg.ce_weight * ce_sum + cfg.kd_weight * kd_sum) / normalizer
         if need_w:
             grad_w.div_(normalizer)

@@ -178,6 +178,7 @@ class Counters:
     teacher_tokens: int = 0
     elapsed_s: float = 0.0
     last: dict[str, float] = field(default_factory=dict)
+    target_step: int | None = None  # the step whose validation reached ``--target-loss``
 
 
 class Trainer:
@@ -289,7 +290,8 @@ class Trainer:
         return bool(flag.item() > 0)
 
     def fit(self, on_step: Any = None) -> dict[str, Any]:
-        """Train to the token budget (or until SIGTERM/SIGINT); returns the final counters and metrics.
+        """Train to the token budget (until SIGTERM/SIGINT, or until the validation loss reaches
+        ``--target-loss``); returns the final counters and metrics.
 
         ``on_step(trainer)`` is called after every step (tests use it to send signals).
         """
@@ -314,7 +316,7 @@ class Trainer:
 
     def _run(self, metrics: MetricsLogger, bar: tqdm, on_step: Any) -> None:
         cfg, c = self.cfg, self.counters
-        while c.step < self.total_steps:
+        while c.step < self.total_steps and c.target_step is None:
             t0 = time.perf_counter()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(c.step, cfg, self.total_steps)
@@ -340,6 +342,8 @@ class Trainer:
             if self.val is not None and (due or c.step == self.total_steps):
                 row.update(evaluate(self.model, self.val, cfg.batch_size, self.autocast, split=not cfg.fsdp))
                 c.last.update({k: row[k] for k in ("val_loss", "val_ppl")})
+                if cfg.target_loss is not None and row["val_loss"] <= cfg.target_loss:
+                    c.target_step = c.step
             metrics.log(row)
             bar.update(1)
             bar.set_postfix(loss=f"{stats['loss']:.3f}", ce=f"{stats['ce']:.3f}", kd=f"{stats['kd']:.3f}",
@@ -348,8 +352,13 @@ class Trainer:
             if on_step is not None:
                 on_step(self)
             stop = self._should_stop()
-            if stop or (cfg.save_every > 0 and c.step % cfg.save_every == 0) or c.step == self.total_steps:
+            reached = c.target_step is not None
+            if stop or reached or (cfg.save_every > 0 and c.step % cfg.save_every == 0) or c.step == self.total_steps:
                 self.save()
+            if reached:
+                log.info("validation loss %.4f reached --target-loss %g at step %d; stopping", row["val_loss"],
+                         cfg.target_loss, c.step)
+                return
             if stop:
                 self._stop = True
                 log.warning("stopped at step %d; continue with --resume", c.step)
