@@ -54,7 +54,8 @@ def crossing(xs: list[float], ys: list[float], target: float) -> float | None:
 
 def comparison_rows(runs: list[RunCurve], baseline: str) -> list[dict[str, Any]]:
     """One row per run: final loss/perplexity, tokens and FLOPs to reach the baseline's final loss,
-    and the baseline's cost divided by the run's (``None`` where the target was never reached)."""
+    and the baseline's cost divided by the run's (``None`` where the target was never reached, or
+    was reached before the first step: ``reached_at_start``, an unbounded token ratio)."""
     base = next((r for r in runs if r.name == baseline), None)
     if base is None:
         raise ValueError(f"no run named {baseline!r} among {[r.name for r in runs]}")
@@ -74,6 +75,7 @@ def comparison_rows(runs: list[RunCurve], baseline: str) -> list[dict[str, Any]]
             "flops_to_target": flops,
             "token_ratio": (base_tokens / tok) if tok else None,
             "flops_ratio": (base_flops / flops) if flops else None,
+            "reached_at_start": tok == 0.0,
             "setup_flops": run.setup_flops,
         })
     return rows
@@ -98,7 +100,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     body = "".join(
         f"| {r['label']} | {_fmt(r['params'])} | {r['final_loss']:.3f} | {r['final_ppl']:.1f} | "
         f"{_fmt(r['tokens_to_target'], 'sci')} | {_fmt(r['flops_to_target'], 'sci')} | "
-        f"{_fmt(r['token_ratio'], 'ratio')} | {_fmt(r['flops_ratio'], 'ratio')} |\n"
+        f"{'∞ (before training)' if r.get('reached_at_start') else _fmt(r['token_ratio'], 'ratio')} | "
+        f"{_fmt(r['flops_ratio'], 'ratio')} |\n"
         for r in rows
     )
     return head + body

@@ -40,6 +40,7 @@ def print_summary(result: Path) -> None:
     data = json.loads(summary.read_text())
     print(f"report: {result / 'report.md'}")
     for row in data["rows"][:4]:
-        ratio = f"{row['token_ratio']:.2f}x fewer tokens" if row["token_ratio"] else "target not reached"
+        ratio = (f"{row['token_ratio']:.2f}x fewer tokens" if row["token_ratio"]
+                 else "at the target before training" if row.get("reached_at_start") else "target not reached")
         print(f"  {row['label']:<28} val loss {row['final_loss']:.3f}  ppl {row['final_ppl']:8.1f}  {ratio}")
     print(f"  target: {data['baseline']}'s final val loss {data['target_loss']:.3f}")

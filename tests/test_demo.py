@@ -1,0 +1,43 @@
+"""``headstart demo`` on the real teacher and corpus, with a reduced budget (slow; CI runs it)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from headstart.cli import main
+from headstart.recipe import RUNS
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HEADSTART_NO_REEXEC", "1")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--tokens", "3072", "--evaluations", "4"]) == 0
+    report = out / "report"
+    printed = capsys.readouterr().out
+    assert f"report: {report / 'report.md'}" in printed
+    assert sum(1 for line in printed.splitlines() if "val loss" in line) == 4  # the five-line summary
+
+    summary = json.loads((report / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["rows"]}
+    assert set(rows) == set(RUNS)
+    for row in rows.values():
+        assert math.isfinite(row["final_loss"]) and math.isfinite(row["final_ppl"]), row
+        assert 40e6 < row["params"] < 60e6, row  # the demo's 50M budget, +-10%
+        for key in ("tokens_to_target", "flops_to_target", "token_ratio", "flops_ratio"):
+            assert row[key] is None or (math.isfinite(row[key]) and row[key] > 0), (key, row)
+    assert rows["random-ce"]["token_ratio"] == 1.0 and math.isfinite(summary["target_loss"])
+    assert summary["setup_flops"]["importance"] > 0 and summary["setup_flops"]["search"] > 0
+
+    text = (report / "report.md").read_text()
+    assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE)
+    for png in ("loss_vs_tokens.png", "loss_vs_flops.png", "search.png"):
+        assert (report / png).stat().st_size > 1000, png
+    for name in RUNS:
+        evaluation = json.loads((out / "eval" / f"{name}.json").read_text())
+        assert math.isfinite(evaluation["loss"]) and evaluation["samples"]
