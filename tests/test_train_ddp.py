@@ -33,28 +33,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _train(root, world: int, rank: int, fsdp: bool) -> Trainer:
+def _train(root, world: int, rank: int, fsdp: bool, resume: bool = False, stop_at: int | None = None) -> Trainer:
+    """Train (or, with ``resume``, continue) a run; ``stop_at`` sends the stop signal's flag at that step."""
     batch = 4 // world  # the same global batch either way
     cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, grad_accum=2, kd="jsd", alpha=0.4,
-                 temperature=1.5, eval_every=2, save_every=2, fsdp=fsdp)
+                 temperature=1.5, eval_every=2, save_every=0 if stop_at else 2, fsdp=fsdp, resume=resume)
     stream = token_stream(4000)
     loader = StandInLoader(stream[:3500], SEQ, batch, seed=3, rank=rank, world_size=world)
     val = StandInLoader(stream[3500:], SEQ, 1).windows[:6]
     trainer = Trainer(cfg, tiny_llama(1), loader, val_windows=val, vocab=VOCAB, teacher=confident_teacher())
-    trainer.fit()
+
+    def on_step(t: Trainer) -> None:
+        if t.counters.step == stop_at and rank == 0:  # one rank's SIGTERM stops every rank
+            t._stop = True
+
+    trainer.fit(on_step=on_step)
     return trainer
 
 
-def _worker(rank: int, world: int, port: int, root: str, fsdp: bool) -> None:
+def _worker(rank: int, world: int, port: int, root: str, fsdp: bool, resume: bool = False,
+            stop_at: int | None = None) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     assert parallel.init(backend="gloo")
     try:
-        trainer = _train(Path(root), world, rank, fsdp)
+        trainer = _train(Path(root), world, rank, fsdp, resume, stop_at)
         state = parallel.full_model_state(trainer.model)
         if rank == 0:
             torch.save(state, os.path.join(root, "final.pt"))
+        parallel.barrier()
     finally:
         parallel.destroy()
 
@@ -85,6 +93,23 @@ def test_two_processes_match_one(tmp_path, fsdp):
     assert ckpts == ["step-00000002", "step-00000004"]
     ranks = torch.load(os.path.join(root, "run", "checkpoints", ckpts[-1], "ranks.pt"), weights_only=True)
     assert len(ranks) == 2 and ranks[0]["loader"] == ranks[1]["loader"]
+
+
+def test_two_processes_interrupted_and_resumed_match_uninterrupted(tmp_path):
+    """A 2-process DDP run stopped after step 1 (one rank's signal stops both) and resumed ends with
+    the weights of the uninterrupted 2-process run."""
+    runs = {}
+    for name, phases in {"straight": [(False, None)], "resumed": [(False, 1), (True, None)]}.items():
+        root = str(tmp_path / name)
+        os.makedirs(root)
+        for resume, stop_at in phases:
+            mp.spawn(_worker, args=(2, _free_port(), root, False, resume, stop_at), nprocs=2, join=True)
+            if stop_at:
+                ckpts = os.listdir(os.path.join(root, "run", "checkpoints"))
+                assert ckpts == [f"step-{stop_at:08d}"], ckpts
+        runs[name] = torch.load(os.path.join(root, "final.pt"), weights_only=True)
+    for key, want in runs["straight"].items():
+        assert torch.equal(runs["resumed"][key], want), key
 
 
 @pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])

@@ -188,3 +188,15 @@ def test_target_loss_stops_early_on_the_unchanged_schedule(tmp_path):
     assert result["target_step"] == stop == rows[-1]["step"] and not result["interrupted"]
     assert [r["loss"] for r in rows] == [r["loss"] for r in _rows(full_cfg)[:stop]]
     assert load_checkpoint(latest_checkpoint(Path(cfg.out))).trainer["counters"]["step"] == stop
+
+
+@pytest.mark.slow
+def test_compile_trains_the_same_losses(tmp_path):
+    """--compile (torch.compile of every block; inductor's C++ backend on CPU) follows the eager run."""
+    losses = []
+    for compiled in (False, True):
+        cfg = config(tmp_path / str(compiled), tokens=3 * 2 * SEQ, compile=compiled)
+        trainer, _ = _trainer(cfg)
+        trainer.fit()
+        losses.append([r["loss"] for r in _rows(cfg)])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     parallel.init()
     try:
         result = train_run(cfg)
+        parallel.barrier()  # every rank done (rank 0 exports) before the group goes down
     finally:
         parallel.destroy()
     if parallel.is_main():
