@@ -169,8 +169,13 @@ def test_tensorboard_when_installed_else_a_clear_error(tmp_path):
         with pytest.raises(ConfigError, match="pip install tensorboard"):
             trainer.fit()
     else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
         trainer.fit()
-        assert any((tmp_path / "run" / "tensorboard").iterdir())
+        events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+        losses = [e.value for e in events.Scalars("loss")]
+        assert len(losses) == 2 and losses == pytest.approx([r["loss"] for r in _rows(cfg)])
+        assert "val_loss" in events.Tags()["scalars"]
 
 
 def test_target_loss_stops_early_on_the_unchanged_schedule(tmp_path):

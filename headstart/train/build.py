@@ -191,6 +191,7 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
         "teacher_cache": cfg.teacher_cache, "data": cfg.data, "data_key": manifest.get("key"),
         "params": sum(p.numel() for p in student.parameters()),
         "steps": result["step"], "tokens": result["tokens"], "teacher_tokens": result["teacher_tokens"],
+        "target_step": result["target_step"],  # where --target-loss stopped the run (None: the full budget)
         "student_train_flops": 3 * flops["student"] * result["tokens"],
         "teacher_flops": flops["teacher"] * result["teacher_tokens"],
         "cache_teacher_tokens": int(cache.meta.get("windows", 0)) * cfg.seq_len if cache else 0,
