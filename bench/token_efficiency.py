@@ -38,6 +38,14 @@ from headstart.stages import Pipeline
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the JSON records it: relative to the working directory when under it (no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def build_recipe(args: argparse.Namespace, runs: list[str], target: float | None) -> Recipe:
     """The recipe of one pass: the demo's (or --recipe), resized, with the target on the non-baseline runs."""
     data = yaml.safe_load(Path(args.recipe).read_text()) if args.recipe else demo_recipe()
@@ -88,7 +96,8 @@ def main() -> None:
     kd = rows.get("searched-kd", {})
     result = {
         "setup": {"tokens_per_run": args.tokens, "runs": runs, "early_stop": not args.full, "seed": args.seed,
-                  "recipe": recipe.to_dict(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+                  "recipe": {**recipe.to_dict(), "out": _shown(args.out)},
+                  "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
         "target_loss": target,
         "rows": summary["rows"],
         "setup_flops": summary["setup_flops"],
@@ -96,7 +105,7 @@ def main() -> None:
         "searched_kd_vs_random": {"tokens_ratio": kd.get("token_ratio"), "flops_ratio": kd.get("flops_ratio"),
                                   "paper_tokens_ratio": PAPER_TOKEN_RATIO},
         "wall_s": {"baseline": baseline_s, "total": time.time() - t0},
-        "report": str(report_dir / "report.md"),
+        "report": _shown(report_dir / "report.md"),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_suffix(".json.tmp")

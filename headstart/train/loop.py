@@ -355,10 +355,9 @@ class Trainer:
             reached = c.target_step is not None
             if stop or reached or (cfg.save_every > 0 and c.step % cfg.save_every == 0) or c.step == self.total_steps:
                 self.save()
-            if reached:
+            if reached:  # the loop's condition ends the run
                 log.info("validation loss %.4f reached --target-loss %g at step %d; stopping", row["val_loss"],
                          cfg.target_loss, c.step)
-                return
             if stop:
                 self._stop = True
                 log.warning("stopped at step %d; continue with --resume", c.step)
