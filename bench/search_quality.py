@@ -54,9 +54,10 @@ def main() -> None:
     import logging
 
     from headstart.assets import cache_dir
+    from headstart.configs import SearchConfig
     from headstart.data import prepare
     from headstart.search.fitness import Fitness
-    from headstart.search.pipeline import SearchJob, load_windows, run_job
+    from headstart.search.pipeline import load_windows, run_job
     from headstart.search.report import table
     from headstart.spec import SubnetSpec
     from headstart.teacher import load_teacher
@@ -72,7 +73,7 @@ def main() -> None:
     for seed in [int(x) for x in args.seeds.split(",")]:
         out = RESULTS / "search_quality" / f"seed{seed}"
         shutil.rmtree(out, ignore_errors=True)
-        job = SearchJob(teacher="builtin:smollm2-135m", data=str(data), out=str(out), params=str(budget),
+        job = SearchConfig(teacher="builtin:smollm2-135m", data=str(data), out=str(out), params=str(budget),
                         tolerance=args.tolerance, strategy="evolution", order="importance",
                         evaluations=args.evaluations, population=args.population, windows=args.windows,
                         seq_len=args.seq_len, batch_size=args.batch_size, seed=seed, baselines=True)

@@ -31,9 +31,9 @@ from pathlib import Path
 import yaml
 
 from headstart.commands.demo import demo_recipe
-from headstart.recipe import RUNS, Recipe
+from headstart.pipeline import Pipeline
+from headstart.recipe import RUNS, RecipeConfig, load_recipe
 from headstart.report import run_curve
-from headstart.stages import Pipeline
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
 
@@ -46,7 +46,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def build_recipe(args: argparse.Namespace, runs: list[str], target: float | None) -> Recipe:
+def build_recipe(args: argparse.Namespace, runs: list[str], target: float | None) -> RecipeConfig:
     """The recipe of one pass: the demo's (or --recipe), resized, with the target on the non-baseline runs."""
     data = yaml.safe_load(Path(args.recipe).read_text()) if args.recipe else demo_recipe()
     data["out"] = str(args.out)
@@ -61,7 +61,7 @@ def build_recipe(args: argparse.Namespace, runs: list[str], target: float | None
     compare["baseline"] = "random-ce"
     if target is not None and not args.full:
         compare["overrides"] = {name: {"target_loss": target} for name in runs if name != "random-ce"}
-    return Recipe.from_dict(data, where="the token-efficiency recipe")
+    return load_recipe(data, where="the token-efficiency recipe")
 
 
 def main() -> None:
@@ -81,17 +81,19 @@ def main() -> None:
     args = p.parse_args()
     runs = ["random-ce", *[r for r in args.runs if r != "random-ce"]]
     t0 = time.time()
-    Pipeline(build_recipe(args, ["random-ce"], None)).run(only="train")
+    first = Pipeline(build_recipe(args, ["random-ce"], None))
+    first.run(only="train")
     baseline_s = time.time() - t0
-    target = run_curve(args.out / "runs" / "random-ce", "random-ce", "").final_loss
+    runs_dir = args.out / "runs" / first.labels[0]
+    target = run_curve(runs_dir / "random-ce", "random-ce", "").final_loss
     print(f"target: the random-init run's final validation loss, {target:.4f}", flush=True)
     recipe = build_recipe(args, runs, target)
     report_dir = Pipeline(recipe).run()
-    summary = json.loads((report_dir / "summary.json").read_text())
+    summary = json.loads((report_dir / "summary.json").read_text())["budgets"][0]
     rows = {r["run"]: r for r in summary["rows"]}
     trained = {}  # tokens each run actually trained (less than the budget where it stopped at the target)
     for name in runs:
-        lines = (args.out / "runs" / name / "metrics.jsonl").read_text().splitlines()
+        lines = (runs_dir / name / "metrics.jsonl").read_text().splitlines()
         trained[name] = json.loads(lines[-1])["tokens"]
     kd = rows.get("searched-kd", {})
     result = {

@@ -27,3 +27,9 @@ class ConfigError(HeadstartError, ValueError):
 
 class DataError(HeadstartError):
     """Input data is missing, empty, malformed, or belongs to another tokenizer."""
+
+
+class Interrupted(HeadstartError):
+    """A run stopped on a signal after saving what a ``--resume`` continues from."""
+
+    exit_code = 130

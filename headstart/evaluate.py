@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from headstart.errors import CheckpointError, DataError
+from headstart.errors import CheckpointError, ConfigError, DataError
 from headstart.models import get_adapter
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,14 @@ def lm_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8) 
     return total, count
 
 
-def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8) -> dict[str, float]:
-    """Mean loss and perplexity over ``windows``."""
-    total, count = lm_loss(model, windows, batch_size)
+def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8,
+               dtype: str = "float32") -> dict[str, float]:
+    """Mean loss and perplexity over ``windows``, computed in ``dtype`` (see :mod:`headstart.precision`)."""
+    from headstart.precision import autocast, compute_dtype
+
+    device = next(model.parameters()).device
+    with autocast(compute_dtype(dtype, device), device):
+        total, count = lm_loss(model, windows, batch_size)
     loss = total / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
 
@@ -84,15 +89,30 @@ def text_windows(tokenizer: Any, text: str, seq_len: int, n: int) -> torch.Tenso
     return ids[: k * (seq_len + 1)].view(k, seq_len + 1)
 
 
+def require_lm_eval() -> None:
+    """:class:`ConfigError` unless lm-evaluation-harness is installed (checked before any model loads)."""
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise ConfigError("--tasks needs lm-evaluation-harness: pip install 'headstart[lm-eval]'")
+
+
 def lm_eval_tasks(path: str | os.PathLike[str], tasks: list[str], batch_size: int = 8,
                   limit: int | None = None) -> dict[str, dict[str, float]]:
-    """lm-evaluation-harness tasks on an exported checkpoint (needs the ``lm-eval`` extra)."""
+    """lm-evaluation-harness tasks on an exported checkpoint (needs the ``lm-eval`` extra), on this
+    process's device (CUDA when available, else the CPU)."""
+    require_lm_eval()
+    import lm_eval
+
+    from headstart.parallel import device
+
     try:
-        import lm_eval
-    except ImportError:
-        raise CheckpointError("--tasks needs lm-evaluation-harness: pip install 'headstart[lm-eval]'") from None
-    results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path}", tasks=tasks,
-                                      batch_size=batch_size, limit=limit)
+        results = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path}", tasks=tasks,
+                                          batch_size=batch_size, limit=limit, device=str(device()))
+    except (OSError, ConnectionError, ValueError, KeyError) as exc:  # offline datasets, unknown tasks
+        msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"lm-eval could not run {','.join(tasks)}: {msg}; check the task names and that their "
+                        "datasets are reachable or cached") from None
     return {task: {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
             for task, metrics in results["results"].items()}
 

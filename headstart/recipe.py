@@ -1,30 +1,33 @@
-"""A recipe: everything ``headstart run`` does, in one YAML file.
+"""A recipe: everything ``headstart run`` does, as one tree of the stages' own configs.
 
 ```yaml
 teacher: builtin:smollm2-135m
 out: runs/demo
-seed: 0
-data:    {inputs: [builtin:shakespeare]}          # headstart prepare options
-search:  {params: 60M, evaluations: 40}           # headstart search options (one budget: the student's)
-train:   {tokens: 200000, lr: 0.001, kd: forward} # headstart train options, shared by every run
-compare: {runs: [random-ce, first-k-kd, searched-ce, searched-kd], overrides: {random-ce: {lr: 0.0003}}}
-eval:    {windows: 64, seq_len: 256, max_new_tokens: 40}
+seed: 0                                          # search, init and data order (a section may override)
+data:    {inputs: [builtin:shakespeare]}         # PrepareConfig    (headstart prepare)
+search:  {params: 30M,60M, evaluations: 40}      # SearchConfig     (headstart search): one bin per budget
+train:   {tokens: 200000, lr: 0.001}             # TrainConfig      (headstart train), shared by every run
+compare: {runs: [random-ce, searched-kd], overrides: {random-ce: {lr: 0.0003}}}
+eval:    {windows: 64, seq_len: 256}             # EvalConfig       (headstart eval)
 ```
 
-Sections take the options of the stage's own command (same names as its flags, ``-`` or ``_``);
-an unknown key is an error naming it and the closest valid one.
+Sections take the options of the stage's own command (same names as its flags, ``-`` or ``_``), are
+coerced and validated as those commands validate them, and the whole recipe — every comparison
+run of every budget — is checked when it is loaded, before any stage runs. Options the pipeline
+sets itself (a section's ``out``, ``data``, ``teacher``, ``student`` ...) are refused in a section.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from headstart.config import check_keys, read_yaml_mapping
+from headstart.config import build, check_choice, merge, normalize, option, read_yaml
+from headstart.configs import TEACHER_HELP, EvalConfig, PrepareConfig, SearchConfig, budgets
 from headstart.errors import ConfigError
+from headstart.train.config import TrainConfig
 
 #: The paper's comparison: name -> (student init, distill?)
 RUNS: dict[str, tuple[str, bool]] = {
@@ -39,95 +42,101 @@ RUN_LABELS = {
     "searched-ce": "searched sub-network, CE",
     "searched-kd": "searched sub-network, KD",
 }
-# Options a recipe sets itself, per section (they cannot appear inside the section).
-_OWNED = {"search": {"teacher", "data", "out", "resume"}, "train": {"teacher", "data", "out", "student", "resume"}}
 
 
 @dataclass
-class DataRecipe:
-    """Options of the prepare stage."""
+class CompareConfig:
+    """Which runs to train from each budget's sub-network, and what each changes."""
 
-    inputs: list[str] = field(default_factory=lambda: ["builtin:shakespeare"])
-    text_field: str = "text"
-    search_frac: float | None = None
-    val_frac: float | None = None
-    workers: int | None = None
-
-
-@dataclass
-class CompareRecipe:
-    """Which runs to train and what each one changes."""
-
-    runs: list[str] = field(default_factory=lambda: list(RUNS))
-    baseline: str = "random-ce"
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class EvalRecipe:
-    """Options of the evaluation stage."""
-
-    windows: int = 64
-    seq_len: int = 256
-    batch_size: int = 8
-    max_new_tokens: int = 40
-
-
-@dataclass
-class Recipe:
-    """A whole pipeline run."""
-
-    teacher: str = "builtin:smollm2-135m"
-    out: str = "runs/headstart"
-    seed: int = 0
-    data: DataRecipe = field(default_factory=DataRecipe)
-    search: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    compare: CompareRecipe = field(default_factory=CompareRecipe)
-    eval: EvalRecipe = field(default_factory=EvalRecipe)
+    runs: list[str] = option(list(RUNS), "runs to train", choices=tuple(RUNS))
+    baseline: str = option("random-ce", "the run whose final loss is the target", choices=tuple(RUNS))
+    overrides: dict[str, Any] = option({}, "per-run train options, e.g. {random-ce: {lr: 0.0003}}", cli=False)
 
     def __post_init__(self) -> None:
-        from headstart.search.pipeline import SearchJob
-        from headstart.train.config import TrainConfig
-
-        self.search = check_keys(self.search, _field_names(SearchJob) - _OWNED["search"], "recipe", "search")
-        self.train = check_keys(self.train, _field_names(TrainConfig) - _OWNED["train"], "recipe", "train")
-        if "params" not in self.search:
-            raise ConfigError("recipe needs search.params: the student's parameter budget (e.g. 60M)")
-        for name in self.compare.runs:
-            if name not in RUNS:
-                close = difflib.get_close_matches(name, list(RUNS), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; runs are {', '.join(RUNS)}"
-                raise ConfigError(f"unknown run {name!r} in compare.runs{hint}")
-        if self.compare.baseline not in self.compare.runs:
-            raise ConfigError(f"compare.baseline {self.compare.baseline!r} is not one of compare.runs")
-        for name, over in self.compare.overrides.items():
-            if name not in self.compare.runs:
+        if not self.runs:
+            raise ConfigError("compare.runs is empty; list at least the baseline")
+        if self.baseline not in self.runs:
+            raise ConfigError(f"compare.baseline {self.baseline!r} is not one of compare.runs {self.runs}")
+        for name, over in self.overrides.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"compare.overrides.{name} must be a mapping of train options, got {over!r}")
+            if name not in self.runs:
                 raise ConfigError(f"compare.overrides names run {name!r}, which is not in compare.runs")
-            check_keys(over, _field_names(TrainConfig) - _OWNED["train"], "recipe", f"compare.overrides.{name}")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "recipe") -> Recipe:
-        """Build from a mapping, refusing unknown keys (with the closest valid one)."""
-        top = check_keys(data, _field_names(cls), where)
-        sections = {"data": DataRecipe, "compare": CompareRecipe, "eval": EvalRecipe}
-        for name, klass in sections.items():
-            if name in top:
-                values = check_keys(top[name] or {}, _field_names(klass), where, name)
-                top[name] = klass(**values)
-        return cls(**top)
 
-    @classmethod
-    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
-        """Read a recipe YAML; ``overrides`` (e.g. ``{"out": ...}``) replace top-level keys."""
-        data = read_yaml_mapping(path, "recipe")
-        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls.from_dict(data, where=str(path))
+@dataclass
+class RecipeConfig:
+    """A whole pipeline run: prepare, search, train every comparison run, evaluate, report."""
+
+    #: Options of each section that the pipeline sets itself.
+    OWNED: ClassVar[dict[str, frozenset[str]]] = {
+        "data": frozenset({"tokenizer", "out", "progress"}),
+        "search": frozenset({"teacher", "data", "out", "resume", "bins"}),
+        "train": frozenset({"teacher", "data", "out", "student", "resume", "target_loss"}),
+        "eval": frozenset({"checkpoint", "data", "text", "split", "json_out", "tasks", "limit"}),
+    }
+
+    teacher: str = option("builtin:smollm2-135m", TEACHER_HELP)
+    out: str = option("runs/headstart", "output directory")
+    seed: int = option(0, "seed of the search, the students' init and the data order (sections may override)")
+    data: PrepareConfig = option(PrepareConfig(inputs=["builtin:shakespeare"]), "the prepare stage")
+    search: SearchConfig = option(SearchConfig(), "the search stage")
+    train: TrainConfig = option(TrainConfig(), "the training runs (shared by every comparison run)")
+    compare: CompareConfig = option(CompareConfig(), "the comparison")
+    eval: EvalConfig = option(EvalConfig(windows=64, seq_len=256), "the evaluation of every trained student")
+
+    def __post_init__(self) -> None:
+        if not self.data.inputs:
+            raise ConfigError("data.inputs is empty; list files, directories or builtin:shakespeare")
+        if self.search.params is None:
+            raise ConfigError("the recipe needs search.params: the students' parameter budget(s), e.g. 50M")
+        check_choice(self.compare.runs, tuple(RUNS), "compare.runs")
+        for budget in self.budgets():
+            for name in self.compare.runs:
+                self.train_config(name, budget, Path(self.out) / "students" / "-.yaml")
+
+    # -- what the pipeline derives ---------------------------------------------------------------
+    def budgets(self) -> list[int]:
+        """The parameter budgets of ``search.params``, in order."""
+        return budgets(self.search.params or "")
+
+    def train_config(self, name: str, label: str | int, spec: Path) -> TrainConfig:
+        """The :class:`TrainConfig` of comparison run ``name`` of budget ``label``, starting from ``spec``."""
+        init, distill = RUNS[name]
+        values = merge(dataclasses.asdict(self.train), normalize(TrainConfig, self.compare.overrides.get(name) or {}))
+        if not distill:
+            values["kd"] = "none"
+        elif values.get("kd") == "none":
+            raise ConfigError(f"run {name} distills, but train.kd is 'none'; set train.kd (e.g. forward)")
+        values.update(data=str(Path(self.out) / "data"), out=str(Path(self.out) / "runs" / str(label) / name),
+                      student=f"random:{spec}" if init == "random" else str(spec), teacher=self.teacher,
+                      resume=False, target_loss=values.get("target_loss"))
+        return build(TrainConfig, values, prefix=f"compare.overrides.{name}." if name in self.compare.overrides
+                     else "train.")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data, as saved beside the outputs."""
-        return dataclasses.asdict(self)
+        """Plain data, as saved beside the outputs (a recipe that loads again: no pipeline-owned keys)."""
+        data = dataclasses.asdict(self)
+        for section, owned in self.OWNED.items():
+            data[section] = {k: v for k, v in data[section].items() if k not in owned}
+        return data
 
 
-def _field_names(klass: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(klass)}
+def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """A validated :class:`RecipeConfig` from a mapping (a YAML file's content) and flag overrides.
+
+    The top-level ``seed`` flows into the search and train sections unless they set their own.
+    """
+    values = merge(normalize(RecipeConfig, data), overrides or {})
+    if not isinstance(values.get("seed", 0), (int, float, str)):
+        raise ConfigError(f"seed in {where} must be an integer")
+    for section in ("search", "train"):
+        part = values.get(section)
+        if part is None or isinstance(part, dict):
+            values[section] = {"seed": values.get("seed", 0), **(part or {})}
+    return build(RecipeConfig, values, where=where)
+
+
+def read_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """Read and validate a recipe YAML file (``overrides``: nested values from flags, which win)."""
+    return load_recipe(read_yaml(path, "recipe"), where=str(path), overrides=overrides)

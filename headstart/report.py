@@ -108,19 +108,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: float | None = None,
-                x: str = "tokens") -> Path:
-    """Validation loss against tokens (or total FLOPs) for every run, as a PNG."""
-    import matplotlib
+                x: str = "tokens") -> Path | None:
+    """Validation loss against tokens (or total FLOPs) for every run, as a PNG; ``None`` without matplotlib."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for run in runs:
         xs = run.tokens if x == "tokens" else run.flops
         ax.plot(xs, run.val_loss, marker="o", markersize=3, label=run.label)
     if target is not None:
-        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target: random init's final loss")
+        ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target: the baseline's final loss")
     ax.set_xlabel("training tokens" if x == "tokens" else "total FLOPs (setup + training + teacher)")
     ax.set_ylabel("validation loss (nats)")
     ax.set_xlim(left=0)
@@ -128,7 +130,7 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, path)
@@ -162,87 +164,107 @@ def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, pa
     )
 
 
-def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int) -> dict[str, float]:
-    """FLOPs paid before training a searched student: the importance pass and the main search run."""
-    from headstart.search.pipeline import JOURNAL, SearchJob
+def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int, bin_index: int) -> dict[str, float]:
+    """FLOPs paid before training a searched student of bin ``bin_index``: the importance pass (shared
+    by every budget, charged in full to each) and the main search run's evaluations in that bin."""
+    search = recipe.search
+    importance = float(teacher_flops_per_token) * search.calibration_windows * search.seq_len
+    main = f"{search.strategy}/{search.order}"
+    cost = sum(float(r.get("flops", 0)) * search.windows * search.seq_len
+               for r in _read_jsonl(out / "search" / "journal.jsonl")[1:]
+               if r.get("run") == main and int(r.get("bin", -1)) == bin_index and not r.get("reused"))
+    return {"importance": importance, "search": cost}
 
-    job = SearchJob(**{"seed": recipe.seed, **recipe.search, "teacher": recipe.teacher, "data": "-", "out": "-"})
-    importance = float(teacher_flops_per_token) * job.calibration_windows * job.seq_len
-    main = f"{job.strategy}/{job.order}"
-    search = sum(float(r.get("flops", 0)) * job.windows * job.seq_len
-                 for r in _read_jsonl(out / "search" / JOURNAL)[1:] if r.get("run") == main)
-    return {"importance": importance, "search": search}
 
-
-def write_report(out: str | os.PathLike[str], recipe: Any) -> Path:
-    """Write ``OUT/report/`` (report.md, plots, summary.json) from the pipeline's outputs."""
+def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[str, Any],
+                  rep: Path) -> dict[str, Any]:
+    """One budget's comparison: rows, target, setup costs, evaluations and plots (under ``rep/label``)."""
     from headstart.recipe import RUN_LABELS, RUNS
 
+    evals = {n: json.loads((out / "eval" / label / f"{n}.json").read_text()) for n in recipe.compare.runs}
+    costs = setup_costs(out, recipe, teacher["flops_per_token"], index)
+    runs = []
+    for name in recipe.compare.runs:
+        setup = costs["importance"] + costs["search"] if RUNS[name][0] == "searched" else 0.0
+        runs.append(run_curve(out / "runs" / label / name, name, RUN_LABELS[name], setup, evals[name]["params"]))
+    rows = comparison_rows(runs, recipe.compare.baseline)
+    target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)
+    (rep / label).mkdir(parents=True, exist_ok=True)
+    plots = [p for p in (plot_curves(runs, rep / label / "loss_vs_tokens.png", target, x="tokens"),
+                         plot_curves(runs, rep / label / "loss_vs_flops.png", target, x="flops")) if p is not None]
+    return {"label": label, "rows": rows, "setup_flops": costs, "target_loss": target,
+            "baseline": recipe.compare.baseline, "eval": evals, "plots": [str(p.relative_to(rep)) for p in plots]}
+
+
+def write_report(out: str | os.PathLike[str], recipe: Any, labels: list[str]) -> Path:
+    """Write ``OUT/report/`` (report.md, plots, summary.json) from the pipeline's outputs, every budget."""
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     search_summary = json.loads((out / "search" / "summary.json").read_text())
-    evals = {n: json.loads((out / "eval" / f"{n}.json").read_text()) for n in recipe.compare.runs}
     teacher = json.loads((out / "search" / "teacher.json").read_text())
-    costs = setup_costs(out, recipe, teacher["flops_per_token"])
-    runs = []
-    for name in recipe.compare.runs:
-        init, _ = RUNS[name]
-        setup = costs["importance"] + costs["search"] if init == "searched" else 0.0
-        runs.append(run_curve(out / "runs" / name, name, RUN_LABELS[name], setup, evals[name]["params"]))
-    rows = comparison_rows(runs, recipe.compare.baseline)
-    target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)
-    plot_curves(runs, rep / "loss_vs_tokens.png", target, x="tokens")
-    plot_curves(runs, rep / "loss_vs_flops.png", target, x="flops")
+    budgets = [budget_report(out, recipe, label, i, teacher, rep) for i, label in enumerate(labels)]
     if (out / "search" / "search.png").is_file():
         shutil.copyfile(out / "search" / "search.png", rep / "search.png")
-    summary = {"rows": rows, "setup_flops": costs, "target_loss": target, "baseline": recipe.compare.baseline,
-               "eval": evals, "search": search_summary}
+    summary = {"budgets": budgets, "search": search_summary}
     _atomic_text(rep / "summary.json", json.dumps(summary, indent=1, default=str))
-    _atomic_text(rep / "report.md", _markdown(recipe, rows, costs, target, evals, search_summary))
+    _atomic_text(rep / "report.md", _markdown(recipe, budgets, search_summary, (rep / "search.png").is_file()))
     return rep
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _markdown(recipe: Any, rows: list[dict[str, Any]], costs: dict[str, float], target: float,
-              evals: dict[str, Any], search: dict[str, Any]) -> str:
-    train = recipe.train
-    lines = [
-        "# headstart report",
-        "",
-        f"Teacher `{recipe.teacher}`, corpus {', '.join(recipe.data.inputs)}, student budget "
-        f"{recipe.search['params']} parameters, {int(train.get('tokens', 0)):,} training tokens per run.",
-        "",
-        "![validation loss against training tokens](loss_vs_tokens.png)",
-        "",
-        f"Target: the final validation loss of `{recipe.compare.baseline}`, **{target:.3f}** nats. "
+_NO_PLOTS = "*(plots skipped: matplotlib is not installed; `pip install 'headstart[plot]'` draws them)*"
+
+
+def _budget_markdown(b: dict[str, Any]) -> list[str]:
+    costs, rows = b["setup_flops"], b["rows"]
+    lines = [f"## Budget {b['label']}", ""]
+    lines += [f"![validation loss against training tokens]({b['label']}/loss_vs_tokens.png)"
+              if b["plots"] else _NO_PLOTS, ""]
+    lines += [
+        f"Target: the final validation loss of `{b['baseline']}`, **{b['target_loss']:.3f}** nats. "
         "*Tokens/FLOPs to target* is where each run first reaches it (interpolated between validation "
         "points); the ratios divide the baseline's full budget by that. FLOPs count 3× the student's forward "
         "FLOPs per training token, the teacher's forward FLOPs per distilled token, and, for searched "
-        "students, the importance pass "
-        f"({costs['importance']:.3g} FLOPs) and every evaluation of the search ({costs['search']:.3g} FLOPs).",
+        f"students, the importance pass ({costs['importance']:.3g} FLOPs) and every evaluation of the search "
+        f"in this budget ({costs['search']:.3g} FLOPs).",
         "",
         markdown_table(rows),
     ]
     if any(r["tokens_to_target"] is None for r in rows):
         lines += ["Runs marked *not reached* never got to the target within the budget: their ratios are "
                   "undefined, not zero. Raise `train.tokens` to measure them.", ""]
-    lines += ["![validation loss against total FLOPs](loss_vs_flops.png)", "", "## Search", "",
-              "![loss of every candidate against its parameters](search.png)", ""]
+    if b["plots"]:
+        lines += [f"![validation loss against total FLOPs]({b['label']}/loss_vs_flops.png)", ""]
+    lines += ["Students after training (val split):", ""]
+    for name, e in b["eval"].items():
+        lines.append(f"- `{name}`: loss {e['loss']:.3f}, perplexity {e['perplexity']:.1f}, "
+                     f"{e['params']:,} parameters")
+        for s in e.get("samples", [])[:1]:
+            lines.append(f"  - sample: {s[:160].replace(chr(10), ' ')!r}")
+    return lines + [""]
+
+
+def _markdown(recipe: Any, budgets: list[dict[str, Any]], search: dict[str, Any], search_plot: bool) -> str:
+    lines = [
+        "# headstart report",
+        "",
+        f"Teacher `{recipe.teacher}`, corpus {', '.join(recipe.data.inputs)}, student budget(s) "
+        f"{recipe.search.params} parameters, {recipe.train.tokens:,} training tokens per run.",
+        "",
+    ]
+    for b in budgets:
+        lines += _budget_markdown(b)
+    lines += ["## Search", "", "![loss of every candidate against its parameters](search.png)" if search_plot
+              else _NO_PLOTS, ""]
     for run in search.get("runs", []):
         for b in run["bins"]:
             loss = b["best_loss"]
             lines.append(f"- `{run['run']}`, bin {b['bin'].get('label', '')}: {b['evaluations']} evaluations, best "
                          f"loss {loss if loss is None else round(loss, 3)}, sizes {b['best_sizes']}")
-    lines += ["", "## Students after training (val split)", ""]
-    for name, e in evals.items():
-        lines.append(f"- `{name}`: loss {e['loss']:.3f}, perplexity {e['perplexity']:.1f}, "
-                     f"{e['params']:,} parameters")
-        for s in e.get("samples", [])[:1]:
-            lines.append(f"  - sample: {s[:160].replace(chr(10), ' ')!r}")
     return "\n".join(lines) + "\n"

@@ -232,7 +232,7 @@ def test_zstd_and_parquet_inputs(tmp_path, tok):
     assert sum(r["documents"] for r in m["splits"].values()) == 8
 
 
-def test_cli_prepare_and_config_file(tmp_path, capsys):
+def test_cli_prepare_and_config_file(tmp_path, capsys, caplog):
     from tiny import save_tiny_teacher
 
     from headstart.cli import main
@@ -252,10 +252,11 @@ def test_cli_prepare_and_config_file(tmp_path, capsys):
         "--split-fractions",
         "0.8,0.1,0.1",
     ]
+    caplog.set_level("INFO")
     assert main(argv) == 0
-    assert "prepared" in capsys.readouterr().out
+    assert "train" in capsys.readouterr().out and "reused" not in caplog.text
     assert main(argv) == 0
-    assert "reused" in capsys.readouterr().out
+    assert "reused" in caplog.text
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"tokenizer: {teacher}\nout: {tmp_path / 'out2'}\nsearch_frac: 2\nval-frac: 1\nworkers: 1\n")
     assert main(["prepare", "--config", str(cfg), str(tmp_path / "in"), "--no-progress"]) == 0

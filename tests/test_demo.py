@@ -17,15 +17,15 @@ pytestmark = pytest.mark.slow
 def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HEADSTART_NO_REEXEC", "1")
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--tokens", "3072", "--evaluations", "4"]) == 0
+    assert main(["demo", "--out", str(out), "--train.tokens", "3072", "--search.evaluations", "4"]) == 0
     report = out / "report"
     printed = capsys.readouterr().out
     assert f"report: {report / 'report.md'}" in printed
     lines = printed[printed.index("report: "):].splitlines()
-    assert len(lines) == 6 and lines[-1].startswith("  target:")  # where the report is, then five lines
+    assert len(lines) == 2 + len(RUNS) and lines[1].startswith("bin0-50M: target")  # the report, then the runs
 
-    summary = json.loads((report / "summary.json").read_text())
-    rows = {r["run"]: r for r in summary["rows"]}
+    (budget,) = json.loads((report / "summary.json").read_text())["budgets"]
+    rows = {r["run"]: r for r in budget["rows"]}
     assert set(rows) == set(RUNS)
     for row in rows.values():
         assert math.isfinite(row["final_loss"]) and math.isfinite(row["final_ppl"]), row
@@ -35,13 +35,13 @@ def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch
         # a sub-network may start below the baseline's short-run target: zero tokens, said so, no ratio
         assert row["reached_at_start"] == (row["tokens_to_target"] == 0.0)
         assert row["token_ratio"] is None or not row["reached_at_start"]
-    assert rows["random-ce"]["token_ratio"] == 1.0 and math.isfinite(summary["target_loss"])
-    assert summary["setup_flops"]["importance"] > 0 and summary["setup_flops"]["search"] > 0
+    assert rows["random-ce"]["token_ratio"] == 1.0 and math.isfinite(budget["target_loss"])
+    assert budget["setup_flops"]["importance"] > 0 and budget["setup_flops"]["search"] > 0
 
     text = (report / "report.md").read_text()
     assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE)
-    for png in ("loss_vs_tokens.png", "loss_vs_flops.png", "search.png"):
+    for png in ("bin0-50M/loss_vs_tokens.png", "bin0-50M/loss_vs_flops.png", "search.png"):
         assert (report / png).stat().st_size > 1000, png
     for name in RUNS:
-        evaluation = json.loads((out / "eval" / f"{name}.json").read_text())
+        evaluation = json.loads((out / "eval" / "bin0-50M" / f"{name}.json").read_text())
         assert math.isfinite(evaluation["loss"]) and evaluation["samples"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -10,9 +11,9 @@ import pytest
 import yaml
 
 from headstart.cli import main
-from headstart.errors import ConfigError
-from headstart.recipe import Recipe
-from headstart.stages import Pipeline
+from headstart.errors import ConfigError, Interrupted
+from headstart.pipeline import Pipeline
+from headstart.recipe import load_recipe
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -35,62 +36,97 @@ def _write(tmp_path: Path, data: dict) -> Path:
     return path
 
 
-def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, capsys):
+LABEL = "bin0-110k"
+
+
+def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     out = tmp_path / "out"
     recipe = _write(tmp_path, _recipe(tiny_teacher_dirs["smollm2"], out))
     assert main(["run", "--config", str(recipe)]) == 0
     for path in ["recipe.yaml", "data/manifest.json", "search/summary.json", "search/journal.jsonl",
-                 "search/search.png", "students/searched.yaml", "students/first-k.yaml",
-                 "report/report.md", "report/loss_vs_tokens.png", "report/loss_vs_flops.png", "report/summary.json"]:
+                 "search/search.png", f"students/{LABEL}/searched.yaml", f"students/{LABEL}/first-k.yaml",
+                 "report/report.md", f"report/{LABEL}/loss_vs_tokens.png", f"report/{LABEL}/loss_vs_flops.png",
+                 "report/summary.json"]:
         assert (out / path).is_file(), path
     for run in ("random-ce", "first-k-kd", "searched-ce", "searched-kd"):
-        assert (out / "runs" / run / "student" / "config.json").is_file()
-        ev = json.loads((out / "eval" / f"{run}.json").read_text())
+        assert (out / "runs" / LABEL / run / "student" / "config.json").is_file()
+        ev = json.loads((out / "eval" / LABEL / f"{run}.json").read_text())
         assert math.isfinite(ev["loss"]) and ev["params"] > 0
-    summary = json.loads((out / "report" / "summary.json").read_text())
-    assert [r["run"] for r in summary["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
-    assert summary["setup_flops"]["importance"] > 0 and summary["setup_flops"]["search"] > 0
+    (budget,) = json.loads((out / "report" / "summary.json").read_text())["budgets"]
+    assert [r["run"] for r in budget["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
+    assert budget["setup_flops"]["importance"] > 0 and budget["setup_flops"]["search"] > 0
     report = (out / "report" / "report.md").read_text()
     assert "| random init, CE |" in report and "searched sub-network, KD" in report
-    capsys.readouterr()
+    assert load_recipe(yaml.safe_load((out / "recipe.yaml").read_text())).out == str(out)  # saved recipe reloads
+    caplog.clear()
 
     assert main(["run", "--config", str(recipe)]) == 0  # everything is done: every stage is skipped
-    said = capsys.readouterr().out
+    said = caplog.text
     assert said.count("skipped") >= 1 + 1 + 4 + 4 and "training" not in said
+    caplog.clear()
 
     import shutil
 
     shutil.rmtree(out / "data")  # inputs of later stages deleted: recomputed, later stages still valid
     assert main(["run", "--config", str(recipe)]) == 0
-    said = capsys.readouterr().out
-    assert "[prepare] outputs missing" in said and "[search] done earlier, skipped" in said
+    assert "[prepare] outputs missing" in caplog.text and "[search] done earlier, skipped" in caplog.text
+
+
+def test_several_budgets_train_and_report_every_budget(tiny_teacher_dirs, tmp_path):
+    data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
+    data["search"].update(params="95K,125K", tolerance=0.1, evaluations=3)
+    data["compare"] = {"runs": ["random-ce", "searched-ce"]}
+    data["eval"]["max_new_tokens"] = 0
+    data["train"]["tokens"] = 512
+    report = Pipeline(load_recipe(data)).run()
+    budgets = json.loads((report / "summary.json").read_text())["budgets"]
+    assert [b["label"] for b in budgets] == ["bin0-95k", "bin1-125k"]
+    for b in budgets:
+        params = [r["params"] for r in b["rows"]]
+        assert len(set(params)) == 1 and [r["run"] for r in b["rows"]] == ["random-ce", "searched-ce"]
+    assert budgets[0]["rows"][0]["params"] < budgets[1]["rows"][0]["params"]
+    text = (report / "report.md").read_text()
+    assert "## Budget bin0-95k" in text and "## Budget bin1-125k" in text
 
 
 def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
     from headstart.train import loop
 
     out = tmp_path / "out"
-    recipe = Recipe.from_dict(_recipe(tiny_teacher_dirs["llama"], out))
+    recipe = load_recipe(_recipe(tiny_teacher_dirs["llama"], out))
     original = loop.Trainer._should_stop
     monkeypatch.setattr(loop.Trainer, "_should_stop", lambda self: self.counters.step == 6 or original(self))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         Pipeline(recipe, say=lambda _: None).run()
-    assert not (out / "runs" / "random-ce" / "student").exists()
+    assert not (out / "runs" / LABEL / "random-ce" / "student").exists()
     monkeypatch.setattr(loop.Trainer, "_should_stop", original)
     said: list[str] = []
     Pipeline(recipe, say=said.append).run()
-    assert any("[train:random-ce] resuming" in s for s in said)
-    metrics = (out / "runs" / "random-ce" / "metrics.jsonl").read_text().splitlines()
+    assert any(f"[train:{LABEL}:random-ce] resuming" in s for s in said)
+    metrics = (out / "runs" / LABEL / "random-ce" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in metrics]
     assert steps[-1] == 2048 // (32 * 4) and sorted(set(steps)) == sorted(steps)
 
 
-def test_recipe_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown key 'search.evaluatons'.*did you mean 'search.evaluations'"):
-        Recipe.from_dict({"search": {"params": "1M", "evaluatons": 3}})
-    with pytest.raises(ConfigError, match=r"unknown key 'trian'.*did you mean 'train'"):
-        Recipe.from_dict({"trian": {}, "search": {"params": "1M"}})
-    with pytest.raises(ConfigError, match="unknown run 'random'"):
-        Recipe.from_dict({"search": {"params": "1M"}, "compare": {"runs": ["random"]}})
-    with pytest.raises(ConfigError, match="needs search.params"):
-        Recipe.from_dict({})
+@pytest.mark.parametrize("change, message", [
+    ({"search": {"params": "1M", "evaluatons": 3}}, r"'search.evaluatons'.*did you mean 'search.evaluations'"),
+    ({"trian": {}, "search": {"params": "1M"}}, r"unknown key 'trian'.*did you mean 'train'"),
+    ({"search": {"params": "1M"}, "compare": {"runs": ["random"]}}, r"compare.runs 'random' is not one of"),
+    ({}, "needs search.params"),
+    ({"search": {"params": "1M"}, "train": {"tokens": "1e6x"}}, r"train.tokens must be an integer, got '1e6x'"),
+    ({"search": {"params": "1M"}, "data": {"inputs": "some/dir"}}, r"data.inputs must be a list of strings"),
+    ({"search": {"params": "1M"}, "train": {"out": "x"}}, r"train.out .*is set by the recipe itself"),
+    ({"search": {"params": "1M"}, "train": {"kd": "none"}}, r"run first-k-kd distills, but train.kd is 'none'"),
+    ({"search": {"params": "1M"}, "compare": {"overrides": {"random-ce": {"lr": -1}}}}, r"--lr -1.0 must be positive"),
+    ({"search": {"params": "lots"}}, r"cannot read parameter budget 'lots'"),
+])
+def test_recipe_errors_name_the_key(change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(change)
+
+
+def test_yaml_numbers_are_numbers():
+    recipe = load_recipe({"search": {"params": 50e6}, "train": {"tokens": "1e6", "lr": "3e-4"}, "seed": 3})
+    assert recipe.train.tokens == 1_000_000 and recipe.train.lr == 3e-4
+    assert recipe.search.seed == recipe.train.seed == 3 and recipe.budgets() == [50_000_000]

@@ -43,7 +43,7 @@ def _run(argv: list[str]) -> int:
 def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys):
     cache = tmp_path / "cache"
     assert _run(["cache-logits", "--teacher", setup["teacher"], "--data", setup["data"], "--out", str(cache),
-                 "--seq-len", "16", "--k", "8", "--batch-size", "4", "--autocast", "none", "--no-progress"]) == 0
+                 "--seq-len", "16", "--k", "8", "--batch-size", "4", "--dtype", "float32", "--no-progress"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     from headstart.data import WindowLoader
 
@@ -53,7 +53,7 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     assert info["bytes_per_token"] < 40
     cfg = {"teacher": setup["teacher"], "student": setup["spec"], "data": setup["data"], "out": str(tmp_path / "run"),
            "teacher-cache": str(cache), "tokens": 6 * 2 * 16, "seq-len": 16, "batch-size": 2, "eval-every": 3,
-           "eval-windows": 4, "save-every": 3, "autocast": "none", "progress": False, "kd": "reverse", "alpha": 0.5}
+           "eval-windows": 4, "save-every": 3, "dtype": "float32", "progress": False, "kd": "reverse", "alpha": 0.5}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
     assert _run(["train", "--config", str(tmp_path / "cfg.yaml"), "--lr", "2e-3"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -80,7 +80,7 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     # the exported student trains on from its directory, with the cache alone (no teacher loaded)
     assert _run(["train", "--student", str(student_dir), "--teacher-cache", str(cache), "--data", setup["data"],
                  "--out", str(tmp_path / "again"), "--tokens", "64", "--seq-len", "16", "--batch-size", "2",
-                 "--autocast", "none", "--no-progress", "--eval-windows", "2"]) == 0
+                 "--dtype", "float32", "--no-progress", "--eval-windows", "2"]) == 0
     again = json.loads((tmp_path / "again" / "student" / "training_summary.json").read_text())
     assert again["teacher"] is None and again["teacher_fingerprint"] == summary["teacher_fingerprint"]
     assert again["final"]["kd"] > 0
@@ -96,7 +96,7 @@ def test_online_random_student_with_padded_teacher_vocab(setup, tmp_path, capsys
     tiny_tokenizer().save_pretrained(tmp_path / "padded")
     assert _run(["train", "--teacher", str(tmp_path / "padded"), "--student", "random:" + str(tmp_path / "padded"),
                  "--data", setup["data"], "--out", str(tmp_path / "run2"), "--tokens", str(4 * 2 * 16),
-                 "--seq-len", "16", "--batch-size", "2", "--autocast", "none", "--no-progress", "--kd", "jsd",
+                 "--seq-len", "16", "--batch-size", "2", "--dtype", "float32", "--no-progress", "--kd", "jsd",
                  "--eval-windows", "2"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "run2" / "metrics.jsonl")]
     assert all(r["kd"] > 0 and r["loss"] < 20 for r in rows)

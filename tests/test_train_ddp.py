@@ -132,7 +132,7 @@ def test_torchrun_cli_matches_single_process(tmp_path, mode):
     data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
                    val_frac=2, workers=1)
     common = ["--teacher", str(teacher), "--student", f"random:{teacher}", "--data", str(data), "--tokens", "256",
-              "--seq-len", "16", "--autocast", "none", "--no-progress", "--eval-windows", "3", "--kd", "forward"]
+              "--seq-len", "16", "--dtype", "float32", "--no-progress", "--eval-windows", "3", "--kd", "forward"]
     assert main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),

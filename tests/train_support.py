@@ -65,7 +65,7 @@ def config(tmp_path, **kw) -> TrainConfig:
     """A fast, deterministic configuration for tests."""
     base = dict(data=str(tmp_path / "data"), out=str(tmp_path / "run"), student="in-memory", teacher="in-memory",
                 tokens=8 * 2 * 16, seq_len=16, batch_size=2, lr=3e-3, min_lr=3e-4, warmup=2, eval_every=4,
-                eval_windows=4, save_every=0, autocast="none", progress=False, kd="forward", alpha=0.5)
+                eval_windows=4, save_every=0, dtype="float32", progress=False, kd="forward", alpha=0.5)
     base.update(kw)
     return TrainConfig(**base)
 

@@ -2,41 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import yaml
 
-from headstart.commands.run import print_summary
-from headstart.recipe import Recipe
-from headstart.stages import Pipeline
+from headstart.commands.run import summary as run_summary
+from headstart.recipe import RecipeConfig
 
-HELP = "run the embedded demo: SmolLM2-135M -> a half-size student on Shakespeare, compared with random init"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``headstart demo``."""
-    p.add_argument("--out", default="runs/demo", help="output directory (default %(default)s)")
-    p.add_argument("--tokens", type=int, help="training tokens per run (default: the recipe's)")
-    p.add_argument("--evaluations", type=int, help="search evaluations (default: the recipe's)")
-    p.add_argument("--print-recipe", action="store_true", help="print the demo recipe and exit")
+RECIPE = "demo.yaml"
 
 
-def demo_recipe() -> dict:
+def demo_text() -> str:
+    """The embedded demo recipe (shipped inside the package), as written."""
+    return resources.files("headstart.recipes").joinpath(RECIPE).read_text()
+
+
+def demo_recipe() -> dict[str, Any]:
     """The embedded demo recipe as plain data."""
-    return yaml.safe_load(resources.files("headstart.recipes").joinpath("demo.yaml").read_text())
+    return yaml.safe_load(demo_text())
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo recipe."""
-    data = demo_recipe()
-    if args.print_recipe:
-        print(yaml.safe_dump(data, sort_keys=False))
-        return 0
-    data["out"] = args.out
-    if args.tokens is not None:
-        data["train"]["tokens"] = args.tokens
-    if args.evaluations is not None:
-        data["search"]["evaluations"] = args.evaluations
-    print_summary(Pipeline(Recipe.from_dict(data, where="the demo recipe")).run())
-    return 0
+def run(cfg: RecipeConfig, print_recipe: bool = False) -> Path | str:
+    """Run the demo recipe (with any flag overrides), or return its text with ``print_recipe``."""
+    if print_recipe:
+        return demo_text().rstrip()
+    from headstart.pipeline import Pipeline
+
+    return Pipeline(cfg).run()
+
+
+def summary(result: Path | str, cfg: RecipeConfig) -> str:
+    """The recipe text, or where the report is and what it says."""
+    return result if isinstance(result, str) else run_summary(result, cfg)

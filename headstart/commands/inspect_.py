@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
+from typing import Any
 
-from headstart.teacher import DTYPES, load_teacher
-
-HELP = "show a teacher's architecture, parameter counts and the ranges a sub-network spec can take"
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of ``headstart inspect``."""
-    p.add_argument("--teacher", required=True, help="model directory, .gguf file, hub id, or builtin:smollm2-135m")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES), help="dtype to load the teacher in")
-    p.add_argument("--seq-len", type=int, default=2048, help="context length for the FLOPs estimate")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+from headstart.configs import InspectConfig
 
 
-def describe_teacher(teacher, seq_len: int = 2048) -> dict:
+def describe_teacher(teacher: Any, seq_len: int = 2048) -> dict[str, Any]:
     """Facts about a teacher, as printed by ``headstart inspect``."""
     d, counts = teacher.dims, teacher.adapter.counts(seq_len=seq_len)
-    real = sum(p.numel() for p in teacher.model.parameters())
     tok = teacher.tokenizer
     return {
         "source": teacher.source,
@@ -36,7 +25,7 @@ def describe_teacher(teacher, seq_len: int = 2048) -> dict:
         },
         "tied_embeddings": teacher.adapter.tied,
         "params": counts.params,
-        "params_loaded": real,
+        "params_loaded": sum(p.numel() for p in teacher.model.parameters()),
         "embedding_params": counts.embedding_params,
         "non_embedding_params": counts.non_embedding_params,
         "forward_flops_per_token": counts.flops_per_token,
@@ -53,22 +42,27 @@ def describe_teacher(teacher, seq_len: int = 2048) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    """Load the teacher and print what it is."""
-    info = describe_teacher(load_teacher(args.teacher, dtype=args.dtype), seq_len=args.seq_len)
-    if args.json:
-        print(json.dumps(info, indent=1))
-        return 0
-    print(f"{info['source']}: {info['class']} ({info['model_type']}), fingerprint {info['fingerprint']}")
-    for k, v in info["dims"].items():
-        print(f"  {k:<28} {v}")
-    print(f"  {'tied embeddings':<28} {info['tied_embeddings']}")
-    print(f"  {'tokenizer vocabulary':<28} {info['tokenizer_vocab']}")
-    print(f"  {'parameters':<28} {info['params']:,} (loaded: {info['params_loaded']:,})")
-    print(f"  {'  embedding':<28} {info['embedding_params']:,}")
-    print(f"  {'  non-embedding':<28} {info['non_embedding_params']:,}")
-    print(f"  {'forward FLOPs/token':<28} {info['forward_flops_per_token']:,} (context {args.seq_len})")
-    print("spec ranges:")
-    for k, v in info["spec_ranges"].items():
-        print(f"  {k:<28} {v}")
-    return 0
+def run(cfg: InspectConfig) -> dict[str, Any]:
+    """Load the teacher and describe it."""
+    from headstart.teacher import load_teacher
+
+    return describe_teacher(load_teacher(cfg.teacher), seq_len=cfg.seq_len)
+
+
+def summary(info: dict[str, Any], cfg: InspectConfig) -> str:
+    """A table (or JSON with ``--json``)."""
+    if cfg.json:
+        return json.dumps(info, indent=1)
+    lines = [f"{info['source']}: {info['class']} ({info['model_type']}), fingerprint {info['fingerprint']}"]
+    lines += [f"  {k:<28} {v}" for k, v in info["dims"].items()]
+    lines += [
+        f"  {'tied embeddings':<28} {info['tied_embeddings']}",
+        f"  {'tokenizer vocabulary':<28} {info['tokenizer_vocab']}",
+        f"  {'parameters':<28} {info['params']:,} (loaded: {info['params_loaded']:,})",
+        f"  {'  embedding':<28} {info['embedding_params']:,}",
+        f"  {'  non-embedding':<28} {info['non_embedding_params']:,}",
+        f"  {'forward FLOPs/token':<28} {info['forward_flops_per_token']:,} (context {info['flops_context']})",
+        "spec ranges:",
+    ]
+    lines += [f"  {k:<28} {v}" for k, v in info["spec_ranges"].items()]
+    return "\n".join(lines)

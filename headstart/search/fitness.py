@@ -24,16 +24,11 @@ from headstart.teacher import Teacher
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def autocast_dtype(device: torch.device, dtype: str | None) -> torch.dtype | None:
-    """The autocast dtype to evaluate in: bf16 on CUDA by default, fp32 (none) on CPU unless asked."""
-    if dtype is None:
-        return torch.bfloat16 if device.type == "cuda" else None
-    if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    return None if DTYPES[dtype] == torch.float32 else DTYPES[dtype]
+    """The autocast dtype of ``--dtype`` (:mod:`headstart.precision`; ``None``: float32 on CPU, auto on CUDA)."""
+    from headstart.precision import compute_dtype
+
+    return compute_dtype(dtype or ("auto" if device.type == "cuda" else "float32"), device)
 
 
 @torch.no_grad()

@@ -20,13 +20,14 @@ import torch
 import yaml
 
 from headstart import parallel
-from headstart.errors import CheckpointError, ConfigError
+from headstart.configs import SearchConfig
+from headstart.errors import CheckpointError
 from headstart.importance import data_fingerprint, load_or_compute_importance
 from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
 from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
 from headstart.search.fitness import Fitness
 from headstart.search.journal import Journal
-from headstart.search.space import ORDERS, Orders, SearchSpace, SpaceConfig, load_space
+from headstart.search.space import Orders, SearchSpace, SpaceConfig, load_space
 from headstart.teacher import Teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -35,48 +36,12 @@ JOURNAL = "journal.jsonl"
 WHITTLE_RUN = "random/first-k"
 
 
-@dataclass
-class SearchJob:
-    """Every option of ``headstart search`` (see its ``--help``)."""
-
-    teacher: str
-    data: str
-    out: str
-    params: str | None = None
-    tolerance: float = 0.05
-    bins: int | None = None
-    space: str | None = None
-    strategy: str = "evolution"
-    order: str = "importance"
-    granularity: str | None = None  # None: the space file's (coarse by default)
-    evaluations: int = 40
-    time_limit: float | None = None
-    population: int = 8
-    windows: int = 16
-    seq_len: int = 256
-    batch_size: int = 4
-    calibration_windows: int = 32
-    seed: int = 0
-    baselines: bool = False
-    dtype: str | None = None
-    device: str = "auto"
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        if self.order not in ORDERS:
-            raise ConfigError(f"order {self.order!r} unknown; use one of {', '.join(ORDERS)}")
-        if (self.params is None) == (self.bins is None):
-            raise ConfigError("give exactly one of --params (e.g. 40M,60M) or --bins N")
-        for name in ("windows", "seq_len", "calibration_windows"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-
-    def runs(self) -> list[tuple[str, str]]:
-        """``(strategy, order)`` of every run: the main one first, then the baselines."""
-        runs = [(self.strategy, self.order)]
-        if self.baselines:
-            runs += [r for r in (("random", "importance"), ("random", "first-k")) if r not in runs]
-        return runs
+def runs_of(cfg: SearchConfig) -> list[tuple[str, str]]:
+    """``(strategy, order)`` of every run of a search: the main one first, then the baselines."""
+    runs = [(cfg.strategy, cfg.order)]
+    if cfg.baselines:
+        runs += [r for r in (("random", "importance"), ("random", "first-k")) if r not in runs]
+    return runs
 
 
 @dataclass
@@ -100,7 +65,7 @@ class RunOutcome:
 class SearchOutcome:
     """Everything a job produced."""
 
-    job: SearchJob
+    job: SearchConfig
     tables: list[BinTable]
     runs: list[RunOutcome]
     teacher_source: str
@@ -114,7 +79,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_windows(job: SearchJob, teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_windows(job: SearchConfig, teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The fixed ``search`` windows and (if importance is needed) ``train`` calibration windows."""
     from headstart.calibration import calibration_tokens
     from headstart.data import check_tokenizer, fixed_windows
@@ -124,7 +89,7 @@ def load_windows(job: SearchJob, teacher: Teacher) -> tuple[torch.Tensor, torch.
     # the windows do not depend on the search seed, so searches with different seeds share one fitness
     windows = fixed_windows(job.data, "search", job.seq_len, job.windows, seed=0)
     calib = None
-    if any(order == "importance" for _, order in job.runs()):
+    if any(order == "importance" for _, order in runs_of(job)):
         calib = calibration_tokens(job.data, teacher.tokenizer, n=job.calibration_windows, seq_len=job.seq_len,
                                    seed=0)
     return windows, calib
@@ -147,7 +112,7 @@ def _space_fingerprint(config: SpaceConfig, tables: list[BinTable], orders: dict
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run_job(job: SearchJob, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
+def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
     """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``."""
     parallel.init()
     out = Path(job.out)
@@ -162,6 +127,7 @@ def run_job(job: SearchJob, teacher: Teacher | None = None, progress: ProgressFn
     main_space = SearchSpace(config, teacher.adapter, orders[job.order])
     grid = SizeGrid(main_space)
     budgets = parse_params(job.params) if job.params is not None else None
+    job.check_budget()
     tables = make_bins(grid, budgets, job.tolerance, job.bins)
     header = {
         "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
@@ -182,7 +148,7 @@ def run_job(job: SearchJob, teacher: Teacher | None = None, progress: ProgressFn
     runs: list[RunOutcome] = []
     with Journal(out / JOURNAL, header, resume=job.resume, write=parallel.is_main()) as journal:
         evaluator = Evaluator(fitness, counter, journal)
-        for strategy, order in job.runs():
+        for strategy, order in runs_of(job):
             space = main_space if order == job.order else SearchSpace(config, teacher.adapter, orders[order])
             name = f"{strategy}/{order}"
             if name == WHITTLE_RUN and (strategy, order) != (job.strategy, job.order):

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from headstart.config import load_yaml_config
+from headstart.config import check_keys, read_yaml
 from headstart.errors import ConfigError, SpecError
 from headstart.importance import Importance
 from headstart.models import ModelAdapter
@@ -115,7 +115,7 @@ def load_space(path: str | Path | None, dims: TeacherDims, granularity: str | No
     base = default_space(dims)
     data: dict[str, Any] = {}
     if path is not None:
-        data = load_yaml_config(path, [*SIZE_GENES, "depth_modes", "granularity"], what="search space")
+        data = check_keys(read_yaml(path, "search space"), [*SIZE_GENES, "depth_modes", "granularity"], str(path))
     values: dict[str, Any] = {}
     for name in SIZE_GENES:
         given = data.get(name, {}) or {}

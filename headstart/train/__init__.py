@@ -1,5 +1,6 @@
 """Pretraining a student: distillation losses, the teacher cache, checkpoints and the loop.
 
+* :mod:`headstart.train.config`: the options (:class:`~headstart.train.config.TrainConfig`, no torch);
 * :mod:`headstart.train.kd_loss`: forward/reverse KL, generalised JSD, the chunked memory-safe loss,
   the cached top-k variant;
 * :mod:`headstart.train.teacher_cache`: ``headstart cache-logits`` (top-k log-probs keyed to tokens);
@@ -7,8 +8,3 @@
 * :mod:`headstart.train.loop`: ``train_step`` and the :class:`~headstart.train.loop.Trainer`;
 * :mod:`headstart.train.build`: options to a run (student, teacher, data guards) and the final export.
 """
-
-from headstart.train.config import TrainConfig
-from headstart.train.kd_loss import KDConfig, TopK, chunked_kd_loss, divergence, kd_loss
-
-__all__ = ["KDConfig", "TopK", "TrainConfig", "chunked_kd_loss", "divergence", "kd_loss"]

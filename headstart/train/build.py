@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from headstart import parallel
 from headstart.errors import ConfigError, TeacherError
 from headstart.models import get_adapter
+from headstart.precision import compute_dtype
 from headstart.spec import SubnetSpec
 from headstart.train.config import TrainConfig
 
@@ -172,8 +173,9 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
         cache.check(seq_len=cfg.seq_len, vocab=vocab, data_fingerprint=manifest.get("key"),
                     teacher_fingerprint=teacher.fingerprint if teacher is not None else None)
     online = teacher.model if teacher is not None and kd.uses_teacher and cache is None else None
-    if online is not None and owned and cfg.autocast_dtype(parallel.device()) is not None:
-        online.to(cfg.autocast_dtype(parallel.device()))  # no gradients: the teacher runs in half precision
+    half = compute_dtype(cfg.dtype, parallel.device())
+    if online is not None and owned and half is not None:
+        online.to(half)  # no gradients: the teacher runs in half precision
     loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
                           world_size=parallel.world_size())
     val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed) if cfg.eval_windows else None

@@ -1,16 +1,16 @@
-"""The options of ``headstart train``: one dataclass, validated on construction, errors naming the flag."""
+"""The options of ``headstart train``: one dataclass, validated on construction, errors naming the flag.
+
+No torch here: the CLI's ``--help`` and recipe validation import this module without it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
+from headstart.config import option
+from headstart.configs import DTYPE_HELP, DTYPES, KINDS, TEACHER_HELP, not_negative, positive
 from headstart.errors import ConfigError
-from headstart.train.kd_loss import KDConfig
-
-AUTOCAST = ("auto", "bf16", "fp16", "none")
 
 # Options that may change between a run and its resume (they do not change what is trained).
 RUN_ONLY = {"out", "resume", "eval_every", "eval_windows", "save_every", "keep", "tensorboard", "wandb",
@@ -19,67 +19,73 @@ RUN_ONLY = {"out", "resume", "eval_every", "eval_windows", "save_every", "keep",
 
 @dataclass
 class TrainConfig:
-    """Everything a training run is; every field is a ``headstart train`` flag of the same name."""
+    """``headstart train``: pretrain a student with cross-entropy and distillation from the teacher."""
 
-    data: str
-    out: str
-    student: str
-    teacher: str | None = None
-    tokens: int = 1_000_000
-    seq_len: int = 256
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: float = 0.05  # fraction of the steps when < 1, else a number of steps
-    weight_decay: float = 0.1
-    clip: float = 1.0
-    kd: str = "forward"
-    alpha: float = 0.5
-    temperature: float = 1.0
-    jsd_beta: float = 0.5
-    teacher_cache: str | None = None
-    eval_every: int = 100
-    eval_windows: int = 32
-    target_loss: float | None = None  # stop early once the validation loss reaches it
-    save_every: int = 500
-    keep: int = 2
-    resume: bool = False
-    seed: int = 0
-    autocast: str = "auto"
-    compile: bool = False
-    activation_checkpointing: bool = False
-    fsdp: bool = False
-    tensorboard: bool = False
-    wandb: str | None = None
-    loss_chunk: int | None = None
-    progress: bool = True
+    student: str | None = option(None, "exported student directory, a spec file of the teacher (extracted on the "
+                                 "fly), or random:<spec file or directory> (same architecture, fresh init)",
+                                 required=True)
+    teacher: str | None = option(None, TEACHER_HELP)
+    data: str | None = option(None, "prepared data directory (headstart prepare)", required=True)
+    out: str | None = option(None, "run directory: metrics, checkpoints, config.yaml, student/", required=True)
+    teacher_cache: str | None = option(None, "cached top-k teacher log-probs (headstart cache-logits) instead of "
+                                       "running the teacher")
+    tokens: int = option(1_000_000, "training budget in tokens")
+    seq_len: int = option(256, "tokens per window")
+    batch_size: int = option(8, "windows per micro-batch per process")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(1e-3, "peak learning rate")
+    min_lr: float = option(1e-4, "cosine floor")
+    warmup: float = option(0.05, "warmup: a fraction of the steps when < 1, else steps")
+    weight_decay: float = option(0.1, "AdamW weight decay")
+    clip: float = option(1.0, "gradient norm clip (0: off)")
+    seed: int = option(0, "seed of init, data order and everything random")
+    kd: str = option("forward", "divergence D of alpha*CE + (1-alpha)*T^2*D(teacher||student); none: CE only",
+                     choices=KINDS)
+    alpha: float = option(0.5, "weight of CE")
+    temperature: float = option(1.0, "softmax temperature T")
+    jsd_beta: float = option(0.5, "teacher weight of the JSD mixture")
+    loss_chunk: int | None = option(None, "tokens per chunk of the memory-safe loss (default: auto)")
+    eval_every: int = option(100, "steps between validations (0: only at the end)")
+    eval_windows: int = option(32, "fixed validation windows (0: none)")
+    target_loss: float | None = option(None, "stop once the validation loss reaches this (schedule unchanged)")
+    save_every: int = option(500, "steps between checkpoints")
+    keep: int = option(2, "checkpoints kept (newest)")
+    resume: bool = option(False, "continue from the newest checkpoint in --out")
+    tensorboard: bool = option(False, "also log to TensorBoard (needs tensorboard)")
+    wandb: str | None = option(None, "also log to this Weights & Biases project (needs wandb)", metavar="PROJECT")
+    progress: bool = option(True, "progress bar")
+    dtype: str = option("auto", DTYPE_HELP, choices=DTYPES)
+    compile: bool = option(False, "torch.compile each block (slow start)")
+    activation_checkpointing: bool = option(False, "recompute activations in backward")
+    fsdp: bool = option(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
 
     def __post_init__(self) -> None:
-        positive = {"tokens": self.tokens, "seq_len": self.seq_len, "batch_size": self.batch_size,
-                    "grad_accum": self.grad_accum, "lr": self.lr}
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {value} must be positive")
-        for name in ("min_lr", "warmup", "weight_decay", "clip", "eval_every", "eval_windows", "save_every"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must not be negative")
+        positive(tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                 lr=self.lr, temperature=self.temperature, loss_chunk=self.loss_chunk)
+        not_negative(min_lr=self.min_lr, warmup=self.warmup, weight_decay=self.weight_decay, clip=self.clip,
+                     eval_every=self.eval_every, eval_windows=self.eval_windows, save_every=self.save_every)
         if self.min_lr > self.lr:
             raise ConfigError(f"--min-lr {self.min_lr} is above --lr {self.lr}; the floor must not exceed the peak")
         if self.keep < 1:
             raise ConfigError(f"--keep {self.keep} must be at least 1")
-        if self.autocast not in AUTOCAST:
-            raise ConfigError(f"--autocast {self.autocast!r} is unknown; use one of {', '.join(AUTOCAST)}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"--alpha {self.alpha} must lie in [0, 1]")
+        if self.kd == "jsd" and not 0.0 < self.jsd_beta < 1.0:
+            raise ConfigError(f"--jsd-beta {self.jsd_beta} must lie strictly between 0 and 1")
         if self.target_loss is not None and not self.eval_windows:
             raise ConfigError("--target-loss needs validation: set --eval-windows above 0")
-        if self.loss_chunk is not None and self.loss_chunk < 1:
-            raise ConfigError(f"--loss-chunk {self.loss_chunk} must be positive")
-        kd = self.kd_config()
-        if kd.uses_teacher and not (self.teacher or self.teacher_cache):
+        if self.uses_teacher and self.student is not None and not (self.teacher or self.teacher_cache):
             raise ConfigError(f"--kd {self.kd} needs --teacher or --teacher-cache; use --kd none for CE only")
 
-    def kd_config(self) -> KDConfig:
-        """The loss settings (validated)."""
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether the loss needs the teacher's distribution."""
+        return self.kd != "none" and self.alpha < 1.0
+
+    def kd_config(self) -> Any:
+        """The loss settings as a :class:`~headstart.train.kd_loss.KDConfig`."""
+        from headstart.train.kd_loss import KDConfig
+
         return KDConfig(self.kd, alpha=self.alpha, temperature=self.temperature, beta=self.jsd_beta)
 
     def warmup_steps(self, total_steps: int) -> int:
@@ -87,28 +93,6 @@ class TrainConfig:
         steps = self.warmup * total_steps if self.warmup < 1 else self.warmup
         return max(1, int(round(steps)))
 
-    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The autocast dtype on ``device`` (``None``: full precision)."""
-        if self.autocast == "none":
-            return None
-        if self.autocast == "fp16":
-            return torch.float16
-        if self.autocast == "bf16":
-            return torch.bfloat16
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        fast_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        return torch.bfloat16 if fast_bf16 else None
-
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for ``config.yaml`` and checkpoints."""
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from a mapping of field names (unknown names refused)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown train option(s) {unknown}")
-        return cls(**data)

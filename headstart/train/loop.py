@@ -139,8 +139,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    """bf16 autocast where supported (``--autocast auto``), or as asked."""
-    dtype = cfg.autocast_dtype(device)
+    """Autocast in ``--dtype`` (:mod:`headstart.precision`; disabled for float32)."""
+    from headstart.precision import compute_dtype
+
+    dtype = compute_dtype(cfg.dtype, device)
     return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 

@@ -1,0 +1,118 @@
+"""The generated command line: every command's --help, no torch for the parser, configs from files and flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from headstart.cli import COMMANDS, config_class, main
+from headstart.config import build
+from headstart.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help(command, capsys):
+    assert main([command, "--help"] if command else ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: headstart") and "--help" in out
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from headstart.cli import main; assert main(['train', '--help']) == 0; "
+            "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_shipped_recipe_and_readme_recipe_loads():
+    recipes = sorted((ROOT / "headstart" / "recipes").glob("*.yaml"))
+    assert recipes
+    for path in recipes:
+        load_recipe(yaml.safe_load(path.read_text()), str(path))
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    recipes_in_readme = [yaml.safe_load(b) for b in blocks if b.startswith("teacher:")]
+    assert recipes_in_readme, "the README shows a recipe"
+    for data in recipes_in_readme:
+        load_recipe(data, "README.md")
+
+
+def test_config_file_and_flags_fill_the_same_dataclass(tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("student: s.yaml\ndata: d\nout: o\nteacher: t\ntokens: 1e6\nseq-len: 128\nkd: none\n")
+    from headstart.cli import build_parser, load_config
+
+    args = build_parser().parse_args(["train", "--config", str(cfg), "--seq-len", "64", "--lr", "3e-4"])
+    train = load_config("train", args)
+    assert (train.tokens, train.seq_len, train.lr, train.kd) == (1_000_000, 64, 3e-4, "none")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "d", "--out", "o"], "--student is required"),
+    (["train", "--student", "s", "--data", "d", "--out", "o", "--tokens", "lots"], "tokens must be an integer"),
+    (["train", "--student", "s", "--data", "d", "--out", "o", "--kd", "fwd"], "kd 'fwd' is not one of"),
+    (["search", "--teacher", "t", "--data", "d", "--out", "o", "--params", "1M", "--population", "1"],
+     "--population 1 must be at least 2"),
+    (["search", "--teacher", "t", "--data", "d", "--out", "o", "--params", "1M", "--device", "bogus"],
+     "--device 'bogus' is not a device"),
+    (["train", "--bogus"], "unrecognized arguments: --bogus"),
+    (["eval", "ckpt", "--data", "d", "--text", "t"], "either --data or --text"),
+    (["extract", "--teacher", "t", "--out", "o", "--spec", "s", "--mlp", "3"], "either --spec or plain sizes"),
+    (["inspect"], "--teacher is required"),
+])
+def test_bad_flags_give_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_inspect_takes_the_teacher_as_positional(tiny_teacher_dirs, capsys):
+    assert main(["inspect", str(tiny_teacher_dirs["llama"]), "--json"]) == 0
+    assert '"model_type": "llama"' in capsys.readouterr().out
+
+
+def test_only_rank_zero_prints(tiny_teacher_dirs, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert main(["inspect", str(tiny_teacher_dirs["llama"])]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_bad_recipe_fails_before_any_stage(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    out = tmp_path / "out"
+    recipe.write_text(yaml.safe_dump({"teacher": "builtin:smollm2-135m", "out": str(out),
+                                      "search": {"params": "50M"}, "train": {"tokens": "1e6x"}}))
+    proc = subprocess.run([sys.executable, "-m", "headstart", "run", "--config", str(recipe)], capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HEADSTART_NO_REEXEC": "1"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"headstart run: error: train.tokens must be an integer, got '1e6x' in {recipe}"]
+    assert not out.exists()
+
+
+def test_print_recipe_into_a_closed_pipe_is_quiet(tmp_path):
+    proc = subprocess.run(f"{sys.executable} -m headstart demo --print-recipe 2>{tmp_path / 'err'} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("#")
+    assert "Traceback" not in (tmp_path / "err").read_text()
+
+
+def test_recipe_flags_override_sections():
+    from headstart.cli import build_parser, load_config
+
+    args = build_parser().parse_args(["demo", "--train.tokens", "2048", "--search.evaluations", "3", "--out", "x"])
+    recipe = load_config("demo", args)
+    assert (recipe.train.tokens, recipe.search.evaluations, recipe.out) == (2048, 3, "x")
+    assert recipe.train.kd == "forward"  # the rest is the embedded recipe's
+
+
+def test_every_config_builds_from_its_defaults():
+    for command in COMMANDS:
+        build(config_class(command), {"search": {"params": "1M"}} if COMMANDS[command].recipe else {})
