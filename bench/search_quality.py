@@ -59,7 +59,7 @@ def main() -> None:
     from headstart.search.fitness import Fitness
     from headstart.search.pipeline import load_windows, run_job
     from headstart.search.report import table
-    from headstart.spec import SubnetSpec
+    from headstart.selection import full
     from headstart.teacher import load_teacher
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -67,8 +67,8 @@ def main() -> None:
     teacher = load_teacher("builtin:smollm2-135m")
     data = prepare(["builtin:shakespeare"], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
                    tokenizer_source="builtin:smollm2-135m", workers=1)
-    full = teacher.adapter.counts().params
-    budget = int(full * args.fraction)
+    teacher_params = teacher.adapter.counts().params
+    budget = int(teacher_params * args.fraction)
     per_seed, teacher_loss, bin = [], None, None
     for seed in [int(x) for x in args.seeds.split(",")]:
         out = RESULTS / "search_quality" / f"seed{seed}"
@@ -79,12 +79,12 @@ def main() -> None:
                         seq_len=args.seq_len, batch_size=args.batch_size, seed=seed, baselines=True)
         if teacher_loss is None:
             windows, _ = load_windows(job, teacher)
-            teacher_loss = Fitness(teacher, windows, batch_size=args.batch_size)(SubnetSpec.full(teacher.dims))
+            teacher_loss = Fitness(teacher, windows, batch_size=args.batch_size)(full(teacher.dims))
         outcome = run_job(job, teacher=teacher, progress=_progress)
         print(table(outcome), flush=True)
         per_seed.append({"seed": seed, "runs": _runs(outcome)})
         bin = outcome.tables[0].bin.to_dict()
-    result = _result(per_seed, args, full, budget, bin, teacher_loss, time.perf_counter() - start)
+    result = _result(per_seed, args, teacher_params, budget, bin, teacher_loss, time.perf_counter() - start)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "search_quality.json"
     tmp = path.with_name(".search_quality.json.tmp")

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 from headstart.config import option
 from headstart.errors import ConfigError
+from headstart.spec import MODES
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
-MODES = ("importance", "first-k")
-ORDERS = ("importance", "first-k")
 GRANULARITIES = ("coarse", "fine")
 STRATEGIES = ("evolution", "random")
 KINDS = ("forward", "reverse", "jsd", "none")
@@ -163,7 +162,7 @@ class SearchConfig:
     granularity: str | None = option(None, "coarse: sizes only; fine: also which indices per layer "
                                      "(default: the space file's, else coarse)", choices=GRANULARITIES)
     order: str = option("importance", "which indices a size keeps: the most important or the leading ones",
-                        choices=ORDERS)
+                        choices=MODES)
     strategy: str = option("evolution", "evolution or random sampling", choices=STRATEGIES)
     evaluations: int = option(40, "evaluations per bin (per run)")
     time_limit: float | None = option(None, "wall-clock seconds per run")

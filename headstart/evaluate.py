@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from headstart.errors import CheckpointError, ConfigError, DataError
+from headstart.lm_loss import sum_cross_entropy
 from headstart.models import get_adapter
 
 log = logging.getLogger(__name__)
@@ -20,30 +21,13 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPTS = ("To be, or not to be", "My lord, the king", "What light through yonder")
 
 
-@torch.no_grad()
-def lm_loss(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8) -> tuple[float, int]:
-    """Summed next-token cross-entropy (nats) of ``model`` over ``windows`` [n, L+1], and the token count."""
-    total, count = 0.0, 0
-    device = next(model.parameters()).device
-    for start in range(0, windows.shape[0], batch_size):
-        batch = windows[start:start + batch_size].to(device)
-        logits = model(input_ids=batch[:, :-1], use_cache=False).logits.float()
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        total += float(loss)
-        count += batch[:, 1:].numel()
-    return total, count
-
-
 def perplexity(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 8,
                dtype: str = "float32") -> dict[str, float]:
     """Mean loss and perplexity over ``windows``, computed in ``dtype`` (see :mod:`headstart.precision`)."""
-    from headstart.precision import autocast, compute_dtype
+    from headstart.precision import compute_dtype
 
     device = next(model.parameters()).device
-    with autocast(compute_dtype(dtype, device), device):
-        total, count = lm_loss(model, windows, batch_size)
+    total, count = sum_cross_entropy(model, windows, batch_size, compute_dtype(dtype, device))
     loss = total / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": count}
 

@@ -77,7 +77,7 @@ def export(
         student.save_pretrained(tmp)
         if teacher.tokenizer is not None:
             teacher.tokenizer.save_pretrained(tmp)
-        counts = teacher.adapter.counts(spec)
+        counts = teacher.adapter.counts(spec.shape)
         meta = {
             "teacher": teacher.source,
             "teacher_fingerprint": teacher.fingerprint,

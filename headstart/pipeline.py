@@ -34,6 +34,7 @@ import yaml
 from headstart.commands import write_text
 from headstart.errors import ConfigError
 from headstart.recipe import RUN_LABELS, RUNS, RecipeConfig
+from headstart.selection import Orders, pick
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,7 @@ class Pipeline:
             folder.mkdir(parents=True, exist_ok=True)
             spec.save(folder / "searched.yaml", extra={"teacher": self.recipe.teacher, "search_loss": meta["loss"],
                                                        "params": meta["params"]})
-            first_k = SubnetSpec.from_sizes(
-                teacher.dims, layers=spec.num_layers, hidden=spec.hidden_size, kv_groups=spec.num_kv_heads,
-                heads_per_group=spec.heads_per_group, mlp=spec.intermediate_size, mode="first-k")
-            teacher.adapter.validate(first_k)
+            first_k = teacher.adapter.validate(pick(Orders.first_k(teacher.dims), range(spec.num_layers), spec.shape))
             first_k.save(folder / "first-k.yaml", extra={"teacher": self.recipe.teacher, "params": meta["params"]})
 
     def train_all(self) -> Path:

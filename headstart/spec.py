@@ -20,19 +20,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import yaml
 
 from headstart.errors import SpecError
 
-if TYPE_CHECKING:
-    from headstart.importance import Importance
+MODES: tuple[str, ...] = ("importance", "first-k")  # index orders: calibration scores, or leading indices
 
-Mode = Literal["first-k", "importance"]
-MODES: tuple[str, ...] = ("first-k", "importance")
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,11 @@ class TeacherDims:
         """Query heads that share one key/value head."""
         return self.num_heads // self.num_kv_heads
 
+    @property
+    def shape(self) -> Shape:
+        """The teacher's own sizes."""
+        return Shape(self.num_layers, self.hidden_size, self.num_kv_heads, self.num_heads, self.intermediate_size)
+
 
 def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:
     out = []
@@ -60,6 +62,27 @@ def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:
             raise SpecError(f"{what} must hold integers, got {v!r}")
         out.append(int(v))
     return tuple(out)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A sub-network's sizes with Hugging Face config names: what parameter and FLOP counts read."""
+
+    num_hidden_layers: int
+    hidden_size: int
+    num_key_value_heads: int
+    num_attention_heads: int
+    intermediate_size: int
+
+    @classmethod
+    def of(cls, layers: int, hidden: int, kv_groups: int, heads_per_group: int, mlp: int) -> Shape:
+        """The shape of plain gene sizes (query heads = kv groups x heads per group)."""
+        return cls(layers, hidden, kv_groups, kv_groups * heads_per_group, mlp)
+
+    @property
+    def heads_per_group(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.num_attention_heads // max(1, self.num_key_value_heads)
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,16 @@ class SubnetSpec:
 
     # -- derived sizes -------------------------------------------------------------------------
     @property
+    def shape(self) -> Shape:
+        """The sizes of this spec (per layer; uniform across layers)."""
+        n_kv = len(self.kv_groups[0]) if self.kv_groups else 0
+        hpg = len(self.heads[0][0]) if self.heads and self.heads[0] else 0
+        return Shape(
+            num_hidden_layers=len(self.layers), hidden_size=len(self.hidden), num_key_value_heads=n_kv,
+            num_attention_heads=n_kv * hpg, intermediate_size=len(self.mlp[0]) if self.mlp else 0,
+        )
+
+    @property
     def num_layers(self) -> int:
         """Number of student layers."""
         return len(self.layers)
@@ -83,41 +116,16 @@ class SubnetSpec:
         """Student residual width."""
         return len(self.hidden)
 
-    @property
-    def num_kv_heads(self) -> int:
-        """Key/value groups per student layer."""
-        return len(self.kv_groups[0]) if self.kv_groups else 0
-
-    @property
-    def heads_per_group(self) -> int:
-        """Query heads per key/value group in the student."""
-        return len(self.heads[0][0]) if self.heads and self.heads[0] else 0
-
-    @property
-    def num_heads(self) -> int:
-        """Query heads per student layer."""
-        return self.num_kv_heads * self.heads_per_group
-
-    @property
-    def intermediate_size(self) -> int:
-        """MLP neurons per student layer."""
-        return len(self.mlp[0]) if self.mlp else 0
-
     def sizes(self) -> dict[str, int]:
         """The plain sizes of this spec, with Hugging Face names."""
-        return {
-            "num_hidden_layers": self.num_layers,
-            "hidden_size": self.hidden_size,
-            "num_key_value_heads": self.num_kv_heads,
-            "num_attention_heads": self.num_heads,
-            "intermediate_size": self.intermediate_size,
-        }
+        return asdict(self.shape)
 
     def describe(self) -> str:
         """One-line summary of the sizes."""
+        sh = self.shape
         return (
-            f"{self.num_layers} layers, hidden {self.hidden_size}, {self.num_kv_heads} kv groups x "
-            f"{self.heads_per_group} heads, mlp {self.intermediate_size}"
+            f"{sh.num_hidden_layers} layers, hidden {sh.hidden_size}, {sh.num_key_value_heads} kv groups x "
+            f"{sh.heads_per_group} heads, mlp {sh.intermediate_size}"
         )
 
     # -- validation ----------------------------------------------------------------------------
@@ -134,7 +142,8 @@ class SubnetSpec:
         for name, per_layer in (("kv_groups", self.kv_groups), ("heads", self.heads), ("mlp", self.mlp)):
             if len(per_layer) != n:
                 raise SpecError(f"{name} has {len(per_layer)} entries but the spec keeps {n} layers")
-        n_groups, hpg, n_mlp = self.num_kv_heads, self.heads_per_group, self.intermediate_size
+        sh = self.shape
+        n_groups, hpg, n_mlp = sh.num_key_value_heads, sh.heads_per_group, sh.intermediate_size
         for i in range(n):
             where = f"layer {i} (teacher layer {self.layers[i]})"
             _check_index_list(self.kv_groups[i], dims.num_kv_heads, f"kv_groups of {where}", "kv groups")
@@ -165,80 +174,7 @@ class SubnetSpec:
                 )
         return self
 
-    # -- constructors --------------------------------------------------------------------------
-    @classmethod
-    def from_sizes(
-        cls,
-        dims: TeacherDims,
-        *,
-        layers: int | Sequence[int] | None = None,
-        hidden: int | None = None,
-        kv_groups: int | None = None,
-        heads_per_group: int | None = None,
-        mlp: int | None = None,
-        mode: Mode = "first-k",
-        importance: Importance | None = None,
-    ) -> SubnetSpec:
-        """Build a spec from plain sizes (``None`` keeps the teacher's size).
-
-        ``mode="first-k"`` keeps the leading indices, as whittle does; ``mode="importance"`` keeps
-        the most important indices of ``importance`` (layers by block influence, kept in teacher
-        order; channels, groups, heads and neurons in decreasing importance). ``layers`` may also
-        be an explicit list of teacher layer indices.
-        """
-        if mode not in MODES:
-            raise SpecError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if mode == "importance" and importance is None:
-            raise SpecError("mode 'importance' needs importance scores; run the calibration pass first")
-        sizes = {
-            "hidden": (dims.hidden_size if hidden is None else hidden, dims.hidden_size),
-            "kv_groups": (dims.num_kv_heads if kv_groups is None else kv_groups, dims.num_kv_heads),
-            "heads_per_group": (
-                dims.heads_per_group if heads_per_group is None else heads_per_group, dims.heads_per_group,
-            ),
-            "mlp": (dims.intermediate_size if mlp is None else mlp, dims.intermediate_size),
-        }
-        if layers is None or isinstance(layers, int):
-            sizes["layers"] = (dims.num_layers if layers is None else layers, dims.num_layers)
-        for name, (size, limit) in sizes.items():
-            if size < 1:
-                raise SpecError(f"{name}={size} must be at least 1")
-            if size > limit:
-                raise SpecError(f"{name}={size} is larger than the teacher's {limit}")
-        imp = importance if mode == "importance" else None
-
-        if layers is None or isinstance(layers, int):
-            k = sizes["layers"][0]
-            layer_ids = sorted(_top(imp.layers, k)) if imp is not None else list(range(k))
-        else:
-            layer_ids = list(_ints(layers, "layers"))
-        hidden_ids = _top(imp.hidden, sizes["hidden"][0]) if imp is not None else list(range(sizes["hidden"][0]))
-
-        groups, heads, neurons = [], [], []
-        g, h, m = sizes["kv_groups"][0], sizes["heads_per_group"][0], sizes["mlp"][0]
-        for layer in layer_ids:
-            if imp is not None and 0 <= layer < dims.num_layers:
-                kept_groups = _top(imp.kv_groups[layer], g)
-                head_scores = imp.heads[layer].reshape(dims.num_kv_heads, dims.heads_per_group)
-                heads.append(tuple(tuple(_top(head_scores[grp], h)) for grp in kept_groups))
-                groups.append(tuple(kept_groups))
-                neurons.append(tuple(_top(imp.mlp[layer], m)))
-            else:
-                groups.append(tuple(range(g)))
-                heads.append(tuple(tuple(range(h)) for _ in range(g)))
-                neurons.append(tuple(range(m)))
-        return cls(
-            layers=tuple(layer_ids), hidden=tuple(hidden_ids), kv_groups=tuple(groups),
-            heads=tuple(heads), mlp=tuple(neurons),
-        ).validate(dims)
-
-    @classmethod
-    def full(cls, dims: TeacherDims, importance: Importance | None = None) -> SubnetSpec:
-        """The whole teacher; in importance order when ``importance`` is given (same function)."""
-        mode: Mode = "importance" if importance is not None else "first-k"
-        return cls.from_sizes(dims, mode=mode, importance=importance)
-
-    # -- serialisation -------------------------------------------------------------------------
+    # -- (de)serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain lists, ready for YAML/JSON."""
         return {
@@ -331,12 +267,3 @@ def _check_index_list(values: Sequence[int], limit: int, name: str, what: str) -
     if len(set(values)) != len(values):
         dup = sorted({v for v in values if list(values).count(v) > 1})
         raise SpecError(f"{name} repeats index {dup[0]}; each index may appear once")
-
-
-def _top(scores: Any, k: int) -> list[int]:
-    """Indices of the ``k`` largest scores, most important first (ties broken by lower index)."""
-    import torch
-
-    s = torch.as_tensor(scores, dtype=torch.float64)
-    order = torch.argsort(-s, stable=True)
-    return [int(i) for i in order[:k]]

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
 from headstart.extract import load_spec_of
-from headstart.spec import SubnetSpec
+from headstart.selection import from_sizes
 
 
 def _err_line(capsys) -> str:
@@ -49,7 +49,7 @@ def test_extract_from_spec_file_and_config(tiny_teacher_dirs, tmp_path):
     from headstart.teacher import load_teacher
 
     dims = load_teacher(tiny_teacher_dirs["qwen3"]).dims
-    spec = SubnetSpec.from_sizes(dims, layers=[0, 3], hidden=32, kv_groups=1, mlp=40)
+    spec = from_sizes(dims, layers=[0, 3], hidden=32, kv_groups=1, mlp=40)
     spec.save(tmp_path / "spec.yaml")
     cfg = tmp_path / "extract.yaml"
     cfg.write_text(f"teacher: {tiny_teacher_dirs['qwen3']}\nspec: {tmp_path / 'spec.yaml'}\n")

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from headstart.extract import export
 from headstart.importance import load_or_compute_importance
-from headstart.spec import SubnetSpec
+from headstart.selection import from_sizes
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +41,11 @@ def test_half_size_importance_beats_first_k(smollm2, tmp_path):
     full = smollm2.adapter.counts().non_embedding_params
     ppl = {}
     for mode in ("importance", "first-k"):
-        spec = SubnetSpec.from_sizes(smollm2.dims, layers=24, mlp=768, mode=mode, importance=scores)
-        assert abs(smollm2.adapter.counts(spec).non_embedding_params / full - 0.5) < 0.02
+        spec = from_sizes(smollm2.dims, layers=24, mlp=768, mode=mode, importance=scores)
+        assert abs(smollm2.adapter.counts(spec.shape).non_embedding_params / full - 0.5) < 0.02
         out = export(smollm2, spec, tmp_path / mode)
         student = AutoModelForCausalLM.from_pretrained(out)
-        assert sum(p.numel() for p in student.parameters()) == smollm2.adapter.counts(spec).params
+        assert sum(p.numel() for p in student.parameters()) == smollm2.adapter.counts(spec.shape).params
         ppl[mode] = _perplexity(student, held_out)
     teacher_ppl = _perplexity(smollm2.model, held_out)
     print(f"held-out perplexity: teacher {teacher_ppl:.1f}, importance {ppl['importance']:.1f}, "

@@ -45,7 +45,7 @@ def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, caps
     for i, path in enumerate(best_files):
         doc = yaml.safe_load(path.read_text())
         spec = teacher.adapter.validate(SubnetSpec.load(path))
-        params = teacher.adapter.counts(spec).params
+        params = teacher.adapter.counts(spec.shape).params
         assert params == doc["params"] and doc["bin"]["lo"] <= params <= doc["bin"]["hi"]
         main_losses = [r["loss"] for r in records if r["run"] == "evolution/importance" and r["bin"] == i]
         assert doc["loss"] == pytest.approx(min(main_losses))

@@ -13,7 +13,8 @@ from headstart.models import get_adapter
 from headstart.search.bins import SizeGrid, make_bins, parse_params
 from headstart.search.evolve import Evaluator, SearchSettings, run_search
 from headstart.search.journal import Journal, read_journal
-from headstart.search.space import Orders, SearchSpace, default_space
+from headstart.search.space import SearchSpace, default_space
+from headstart.selection import Orders
 
 VALUE_GENES = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
 
@@ -32,7 +33,8 @@ def _planted(space, table, seed=123):
     values = space.values
 
     def fitness(spec):
-        sizes = (spec.num_layers, spec.hidden_size, spec.num_kv_heads, spec.heads_per_group, spec.intermediate_size)
+        sh = spec.shape
+        sizes = (sh.num_hidden_layers, sh.hidden_size, sh.num_key_value_heads, sh.heads_per_group, sh.intermediate_size)
         dist = sum(abs(values[g].index(s) - values[g].index(t)) for g, s, t in zip(VALUE_GENES, sizes, target))
         return float(dist) + (0.0 if spec.layers == tuple(range(spec.num_layers)) else 0.5)
 
@@ -41,7 +43,7 @@ def _planted(space, table, seed=123):
 
 def _counter(space):
     def count(spec):
-        c = space.adapter.counts(spec)
+        c = space.adapter.counts(spec.shape)
         return c.params, c.flops_per_token
     return count
 
@@ -140,7 +142,7 @@ def test_journal_lines_hold_what_the_issue_asks(space, tmp_path):
     assert header["kind"] == "headstart-search-journal" and len(lines) == 7
     for key in ("genome", "sizes", "layers", "params", "flops", "loss", "seconds", "bin", "strategy", "order"):
         assert key in first
-    assert first["params"] == space.adapter.counts(space.to_spec(_genome(first))).params
+    assert first["params"] == space.adapter.counts(space.to_spec(_genome(first)).shape).params
 
 
 def _genome(record):

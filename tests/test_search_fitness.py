@@ -16,8 +16,9 @@ from tiny import TEXT, save_tiny_teacher, tiny_model, tiny_tokenizer
 
 from headstart.errors import DataError
 from headstart.extract import build_student
-from headstart.search.fitness import Fitness, sum_cross_entropy
-from headstart.spec import SubnetSpec
+from headstart.lm_loss import sum_cross_entropy
+from headstart.search.fitness import Fitness
+from headstart.selection import from_sizes, full
 from headstart.teacher import Teacher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,23 +48,23 @@ def test_fitness_is_the_mean_next_token_ce_of_the_built_student():
     windows = torch.randint(0, 512, (5, 17), generator=torch.Generator().manual_seed(0))
     fitness = Fitness(teacher, windows, batch_size=2)
     for sizes in SPECS:
-        spec = SubnetSpec.from_sizes(teacher.dims, **sizes)
+        spec = from_sizes(teacher.dims, **sizes)
         student = build_student(teacher, spec)
         with torch.no_grad():
             logits = student(input_ids=windows[:, :-1]).logits
         ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 512), windows[:, 1:].reshape(-1))
         assert fitness(spec) == pytest.approx(float(ref), rel=1e-5)
-    full = SubnetSpec.full(teacher.dims)
+    whole = full(teacher.dims)
     s, n = sum_cross_entropy(teacher.model, windows, batch_size=5, chunk=9)
-    assert n == 5 * 16 and fitness(full) == pytest.approx(s / n, rel=1e-6)
-    bf16 = Fitness(teacher, windows, dtype="bfloat16")(full)
+    assert n == 5 * 16 and fitness(whole) == pytest.approx(s / n, rel=1e-6)
+    bf16 = Fitness(teacher, windows, dtype="bfloat16")(whole)
     assert bf16 == pytest.approx(s / n, rel=2e-2) and bf16 != s / n
 
 
 def test_fitness_never_touches_the_disk(monkeypatch):
     teacher = Teacher.from_model(tiny_model("gpt_neox"))
     fitness = Fitness(teacher, torch.randint(0, 512, (3, 9)))
-    spec = SubnetSpec.from_sizes(teacher.dims, layers=2, hidden=32, kv_groups=2, heads_per_group=1, mlp=48)
+    spec = from_sizes(teacher.dims, layers=2, hidden=32, kv_groups=2, heads_per_group=1, mlp=48)
     fitness(spec)  # warm up lazy imports
 
     def no_disk(*args, **kwargs):
@@ -98,11 +99,12 @@ from headstart import parallel
 from headstart.search.fitness import Fitness
 from headstart.spec import SubnetSpec
 from headstart.teacher import load_teacher
+from headstart.selection import from_sizes, full
 
 parallel.init()
 teacher = load_teacher(sys.argv[1])
 fitness = Fitness(teacher, load_file(sys.argv[2])["windows"], batch_size=2)
-losses = [fitness(SubnetSpec.from_sizes(teacher.dims, **s)) for s in json.loads(sys.argv[3])]
+losses = [fitness(from_sizes(teacher.dims, **s)) for s in json.loads(sys.argv[3])]
 if parallel.is_main():
     with open(sys.argv[4], "w") as f:
         json.dump({"losses": losses, "local_windows": fitness.windows.shape[0]}, f)
@@ -132,5 +134,5 @@ def test_two_process_torchrun_gives_the_same_losses(tmp_path):
 
     teacher = load_teacher(str(teacher_dir))
     fitness = Fitness(teacher, windows, batch_size=2)
-    want = [fitness(SubnetSpec.from_sizes(teacher.dims, **s)) for s in SPECS]
+    want = [fitness(from_sizes(teacher.dims, **s)) for s in SPECS]
     assert got["losses"] == pytest.approx(want, rel=1e-5)

@@ -15,8 +15,8 @@ from headstart.importance import compute_importance
 from headstart.models import get_adapter
 from headstart.search.bins import SizeGrid, make_bins, parse_params
 from headstart.search.operators import crossover, mutate, repair, sample
-from headstart.search.space import Genome, Orders, SearchSpace, default_space, load_space, resize
-from headstart.spec import SubnetSpec
+from headstart.search.space import Genome, SearchSpace, default_space, load_space, resize
+from headstart.selection import Orders, from_sizes
 from headstart.teacher import Teacher
 
 
@@ -56,7 +56,7 @@ def test_every_operator_yields_legal_specs_inside_the_bin(teachers, family, gran
                 for child in (crossover(space, table, a, b, rng), mutate(space, table, a, rng)):
                     spec = space.to_spec(child)
                     teacher.adapter.validate(spec)  # the family's own config accepts it
-                    assert table.bin.contains(teacher.adapter.counts(spec).params)
+                    assert table.bin.contains(teacher.adapter.counts(spec.shape).params)
                     assert len(space.layer_ids(child)) == child.layers
                     pop.append(child)
 
@@ -73,7 +73,7 @@ def test_counted_params_equal_the_built_model(teachers, family):
             g = mutate(space, table, sample(space, table, rng), rng)
             spec = space.to_spec(g)
             real = _real_params(build_student(teacher, spec, state=state))
-            assert teacher.adapter.counts(spec).params == real == grid.params_of(g.sizes())
+            assert teacher.adapter.counts(spec.shape).params == real == grid.params_of(g.sizes())
 
 
 def test_gqa_space_of_a_real_shaped_teacher_is_legal_for_llama_config():
@@ -93,18 +93,18 @@ def test_gqa_space_of_a_real_shaped_teacher_is_legal_for_llama_config():
         for _ in range(30):
             g = mutate(space, table, g, rng)
             spec = space.to_spec(g)
-            assert table.bin.contains(adapter.counts(spec).params)
+            assert table.bin.contains(adapter.counts(spec.shape).params)
 
 
 def test_coarse_importance_genome_matches_from_sizes(teachers):
     teacher, imp = teachers["llama"]
     space = _space(teacher, imp)
     g = space.fit(Genome(layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64))
-    want = SubnetSpec.from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64,
+    want = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64,
                                  mode="importance", importance=imp)
     assert space.to_spec(g).key() == want.key()
     first = SearchSpace(space.config, teacher.adapter, Orders.first_k(teacher.dims))
-    want_fk = SubnetSpec.from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64)
+    want_fk = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64)
     assert first.to_spec(g).key() == want_fk.key()
 
 

@@ -7,6 +7,7 @@ import torch
 
 from headstart.errors import SpecError
 from headstart.importance import Importance
+from headstart.selection import from_sizes
 from headstart.spec import SubnetSpec, TeacherDims
 
 DIMS = TeacherDims(num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
@@ -14,7 +15,7 @@ DIMS = TeacherDims(num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=2, he
 
 
 def _spec(**over):
-    base = SubnetSpec.from_sizes(DIMS, layers=2, hidden=32, kv_groups=2, heads_per_group=1, mlp=48).to_dict()
+    base = from_sizes(DIMS, layers=2, hidden=32, kv_groups=2, heads_per_group=1, mlp=48).to_dict()
     base.update(over)
     return SubnetSpec.from_dict(base)
 
@@ -50,11 +51,11 @@ def test_validation_messages(over, message):
 )
 def test_from_sizes_rejects_oversize(sizes, message):
     with pytest.raises(SpecError, match=message):
-        SubnetSpec.from_sizes(DIMS, **sizes)
+        from_sizes(DIMS, **sizes)
 
 
 def test_first_k_and_importance_modes():
-    first = SubnetSpec.from_sizes(DIMS, layers=2, hidden=3, kv_groups=1, heads_per_group=1, mlp=2)
+    first = from_sizes(DIMS, layers=2, hidden=3, kv_groups=1, heads_per_group=1, mlp=2)
     assert first.layers == (0, 1) and first.hidden == (0, 1, 2) and first.mlp == ((0, 1), (0, 1))
     g = torch.Generator().manual_seed(0)
     imp = Importance(
@@ -64,7 +65,7 @@ def test_first_k_and_importance_modes():
         mlp=torch.rand(4, 96, generator=g, dtype=torch.float64),
         layers=torch.tensor([0.1, 0.9, 0.2, 0.8], dtype=torch.float64),
     )
-    spec = SubnetSpec.from_sizes(DIMS, layers=2, hidden=3, kv_groups=1, heads_per_group=1, mlp=2,
+    spec = from_sizes(DIMS, layers=2, hidden=3, kv_groups=1, heads_per_group=1, mlp=2,
                                  mode="importance", importance=imp)
     assert spec.layers == (1, 3)  # top-2 block influence, kept in teacher order
     assert list(spec.hidden) == torch.argsort(imp.hidden, descending=True)[:3].tolist()
@@ -73,7 +74,7 @@ def test_first_k_and_importance_modes():
     assert spec.heads[0] == ((best_head,),)
     assert list(spec.mlp[1]) == torch.argsort(imp.mlp[3], descending=True)[:2].tolist()
     with pytest.raises(SpecError, match="needs importance scores"):
-        SubnetSpec.from_sizes(DIMS, mode="importance")
+        from_sizes(DIMS, mode="importance")
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from headstart.cli import main
 from headstart.errors import DataError
+from headstart.selection import from_sizes
 from headstart.spec import SubnetSpec
 from headstart.teacher import load_teacher
 
@@ -32,7 +33,7 @@ def setup(tmp_path_factory):
     data = prepare([str(src)], tiny_tokenizer(), root / "data", tokenizer_source="tiny", search_frac=1,
                    val_frac=2, workers=1)
     teacher = load_teacher(teacher_dir)
-    spec_file = SubnetSpec.from_sizes(teacher.dims, layers=2, mlp=48).save(root / "spec.yaml")
+    spec_file = from_sizes(teacher.dims, layers=2, mlp=48).save(root / "spec.yaml")
     return {"root": root, "teacher": str(teacher_dir), "data": str(data), "spec": str(spec_file)}
 
 

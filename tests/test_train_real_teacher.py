@@ -9,7 +9,7 @@ from tiny import TEXT
 from train_support import StandInLoader, config
 
 from headstart.extract import build_student
-from headstart.spec import SubnetSpec
+from headstart.selection import from_sizes
 from headstart.train.build import load_student
 from headstart.train.kd_loss import KDConfig, chunked_kd_loss, kd_loss
 from headstart.train.loop import Trainer
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_chunked_loss_equals_full_logits_at_the_real_vocabulary(smollm2):
-    spec = SubnetSpec.from_sizes(smollm2.dims, layers=4, mlp=384)
+    spec = from_sizes(smollm2.dims, layers=4, mlp=384)
     student = build_student(smollm2, spec).float()
     ids = torch.tensor(smollm2.tokenizer(TEXT)["input_ids"][:33])[None]
     x, y = ids[:, :-1], ids[:, 1:].flatten()
@@ -39,7 +39,7 @@ def test_chunked_loss_equals_full_logits_at_the_real_vocabulary(smollm2):
 
 
 def test_two_kd_steps_from_a_spec_of_the_real_teacher(smollm2, tmp_path):
-    spec_file = SubnetSpec.from_sizes(smollm2.dims, layers=3, mlp=256).save(tmp_path / "spec.yaml")
+    spec_file = from_sizes(smollm2.dims, layers=3, mlp=256).save(tmp_path / "spec.yaml")
     student, tokenizer = load_student(str(spec_file), smollm2, seed=0)
     teacher_before = smollm2.model.model.layers[0].input_layernorm.weight.clone()
     stream = np.array(smollm2.tokenizer(TEXT * 4)["input_ids"], dtype=np.int64)

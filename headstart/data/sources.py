@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from headstart.data.builtin import builtin_corpus, builtin_info
 from headstart.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".text", ".markdown")
@@ -189,9 +190,7 @@ def _text_pieces(fh: IO[bytes], max_bytes: int) -> Iterator[bytes]:
 def scan_source(src: Source, text_field: str, max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES) -> SourceInfo:
     """Hash ``src`` and count its documents (one pass over the bytes, no tokenization)."""
     if src.kind == "builtin":
-        from headstart.data.builtin import builtin_info
-
-        return builtin_info(src.name.removeprefix("builtin:"))
+        return SourceInfo(*builtin_info(src.name.removeprefix("builtin:")))
     if src.kind == "hf":
         ds = _hf_dataset(src.name, text_field)
         return SourceInfo(str(getattr(ds, "_fingerprint", "")), 0, len(ds))
@@ -232,8 +231,6 @@ def iter_documents(
     object with a string ``text_field`` raises :class:`DataError` naming file, line and field.
     """
     if src.kind == "builtin":
-        from headstart.data.builtin import builtin_corpus
-
         yield from builtin_corpus(src.name.removeprefix("builtin:"))
     elif src.kind == "hf":
         yield from _iter_hf(src, text_field)

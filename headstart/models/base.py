@@ -18,7 +18,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from headstart.errors import SpecError
-from headstart.spec import SubnetSpec, TeacherDims
+from headstart.spec import Shape, SubnetSpec, TeacherDims
 
 Tensor = torch.Tensor
 
@@ -105,6 +105,33 @@ class ModelAdapter(ABC):
     def hidden_norms(self, model: nn.Module) -> Iterator[nn.Module]:
         """Every norm whose output lives in the residual (hidden) space."""
 
+    # -- the model boundary: final hidden states, output head, logit transform --------------------
+    def hidden_states(self, model: nn.Module, input_ids: Tensor) -> Tensor:
+        """Final hidden states ``[B, S, H]`` of ``model`` (after its final norm), without a KV cache."""
+        return model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+
+    def output_head(self, model: nn.Module) -> nn.Module:
+        """The linear output layer of ``model`` (hidden states to vocabulary scores)."""
+        return model.get_output_embeddings()
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """The family's final-logit soft-capping (``cap * tanh(z / cap)``), or ``None`` when logits are linear."""
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        return float(cap) if cap else None
+
+    def logits(self, model: nn.Module, hidden: Tensor) -> Tensor:
+        """Vocabulary logits of ``model`` from its final hidden states, as the family's forward computes them."""
+        z = self.output_head(model)(hidden)
+        cap = self.logit_softcap
+        return z if cap is None else cap * torch.tanh(z / cap)
+
+    def check_linear_logits(self, what: str) -> None:
+        """Refuse ``what`` (a fused loss over the head's weight) for a family whose logits are not linear."""
+        if self.logit_softcap is not None:
+            raise SpecError(f"{what} fuses the output head into the loss and does not support final-logit "
+                            f"soft-capping ({type(self.config).__name__}); this family is not supported for it yet")
+
     # -- shared behaviour ----------------------------------------------------------------------
     def validate(self, spec: SubnetSpec) -> SubnetSpec:
         """Generic index checks, the family's own constraints, and its config class's checks."""
@@ -131,20 +158,17 @@ class ModelAdapter(ABC):
             msg = str(exc.__cause__ or exc).strip().splitlines()[0]
             raise SpecError(f"{type(self.config).__name__} rejects {spec.describe()}: {msg}") from None
 
-    def counts(self, spec: SubnetSpec | None = None, seq_len: int = 2048) -> Counts:
-        """Parameters and forward FLOPs per token of ``spec`` (the teacher when ``None``).
+    def counts(self, shape: Shape | None = None, seq_len: int = 2048) -> Counts:
+        """Parameters and forward FLOPs per token of a student of ``shape`` (the teacher when ``None``).
 
         FLOPs count 2 per multiply-accumulate of every matrix (the output head included) plus
         attention scores and weighted values, ``4 * seq_len * heads * head_dim`` per layer (no
         causal discount), as in Kaplan et al.; norms, activations and softmax are ignored.
         """
         d, lo = self.dims, self.layout
-        if spec is None:
-            n_layers, h, kv, nq, m = (d.num_layers, d.hidden_size, d.num_kv_heads, d.num_heads,
-                                      d.intermediate_size)
-        else:
-            n_layers, h, kv, nq, m = (spec.num_layers, spec.hidden_size, spec.num_kv_heads,
-                                      spec.num_heads, spec.intermediate_size)
+        s = d.shape if shape is None else shape
+        n_layers, h, kv, nq, m = (s.num_hidden_layers, s.hidden_size, s.num_key_value_heads, s.num_attention_heads,
+                                  s.intermediate_size)
         hd, v = d.head_dim, d.vocab_size
         q_out, kv_out = nq * hd, kv * hd
         attn_mat = h * q_out + 2 * h * kv_out + q_out * h

@@ -37,11 +37,12 @@ class GPTNeoXAdapter(ModelAdapter):
 
     def check(self, spec: SubnetSpec) -> None:
         hd = self.dims.head_dim
-        if spec.hidden_size != spec.num_heads * hd:
+        heads = spec.shape.num_attention_heads
+        if spec.hidden_size != heads * hd:
             raise SpecError(
                 f"GPT-NeoX derives its head size from hidden_size / num_attention_heads, so a student with "
-                f"hidden {spec.hidden_size} needs hidden/{hd} heads; it keeps {spec.num_heads} heads "
-                f"(use hidden={spec.num_heads * hd} or {spec.hidden_size / hd:g} heads)"
+                f"hidden {spec.hidden_size} needs hidden/{hd} heads; it keeps {heads} heads "
+                f"(use hidden={heads * hd} or {spec.hidden_size / hd:g} heads)"
             )
 
     def constraint(self) -> str:

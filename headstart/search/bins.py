@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.errors import ConfigError
-from headstart.search.space import SearchSpace, Shape
+from headstart.search.space import SearchSpace
+from headstart.spec import Shape
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,8 @@ class SizeGrid:
         self.combos = np.array(combos, dtype=np.int64)  # [C, 4]: hidden, kv_groups, heads_per_group, mlp
         base, per = [], []
         for h, g, hp, m in combos:
-            p0 = space.adapter.counts(Shape(0, h, g, hp, m)).params  # type: ignore[arg-type]
-            p1 = space.adapter.counts(Shape(1, h, g, hp, m)).params  # type: ignore[arg-type]
+            p0 = space.adapter.counts(Shape.of(0, h, g, hp, m)).params
+            p1 = space.adapter.counts(Shape.of(1, h, g, hp, m)).params
             base.append(p0)
             per.append(p1 - p0)
         self.layers = np.array(v["layers"], dtype=np.int64)  # [NL]

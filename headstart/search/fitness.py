@@ -9,16 +9,14 @@ counts are all-reduced, so N processes evaluate a candidate N times faster and a
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 import torch
-import torch.nn.functional as F
-from transformers import PreTrainedModel
 
 from headstart import parallel
 from headstart.errors import ConfigError, DataError
 from headstart.extract import build_student
+from headstart.lm_loss import sum_cross_entropy
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
 
@@ -29,29 +27,6 @@ def autocast_dtype(device: torch.device, dtype: str | None) -> torch.dtype | Non
     from headstart.precision import compute_dtype
 
     return compute_dtype(dtype or ("auto" if device.type == "cuda" else "float32"), device)
-
-
-@torch.no_grad()
-def sum_cross_entropy(model: PreTrainedModel, windows: torch.Tensor, batch_size: int = 4,
-                      autocast: torch.dtype | None = None, chunk: int = 2048) -> tuple[float, int]:
-    """``(sum of next-token CE in nats, number of predicted tokens)`` of ``model`` on ``windows``
-    (``[n, seq_len + 1]`` token ids: inputs are ``[:, :-1]``, targets ``[:, 1:]``)."""
-    device = next(model.parameters()).device
-    head = model.get_output_embeddings()
-    total = torch.zeros((), dtype=torch.float64)
-    count = 0
-    ctx = (torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext())
-    for start in range(0, windows.shape[0], batch_size):
-        batch = windows[start:start + batch_size].to(device)
-        inputs, targets = batch[:, :-1], batch[:, 1:].reshape(-1)
-        with ctx:
-            hidden = model.base_model(input_ids=inputs, use_cache=False).last_hidden_state
-            hidden = hidden.reshape(-1, hidden.shape[-1])  # [B * S, H]
-            for i in range(0, targets.numel(), chunk):
-                logits = head(hidden[i:i + chunk]).float()  # [chunk, V]
-                total += F.cross_entropy(logits, targets[i:i + chunk], reduction="sum").double().cpu()
-        count += targets.numel()
-    return float(total), count
 
 
 class Fitness:
@@ -81,7 +56,8 @@ class Fitness:
         s, n = 0.0, 0
         if self.windows.shape[0]:
             student = build_student(self.teacher, spec, state=self.state)
-            s, n = sum_cross_entropy(student, self.windows, self.batch_size, self.autocast)
+            s, n = sum_cross_entropy(student, self.windows, self.batch_size, self.autocast,
+                                     adapter=self.teacher.adapter)
             del student
         sums = parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64, device=self.device))
         return float(sums[0] / sums[1])

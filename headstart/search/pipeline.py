@@ -12,9 +12,8 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 import yaml
@@ -27,7 +26,10 @@ from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
 from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
 from headstart.search.fitness import Fitness
 from headstart.search.journal import Journal
-from headstart.search.space import Orders, SearchSpace, SpaceConfig, load_space
+from headstart.search.outcome import RunOutcome, SearchOutcome
+from headstart.search.report import plot, summary
+from headstart.search.space import SearchSpace, SpaceConfig, load_space
+from headstart.selection import Orders
 from headstart.teacher import Teacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -42,35 +44,6 @@ def runs_of(cfg: SearchConfig) -> list[tuple[str, str]]:
     if cfg.baselines:
         runs += [r for r in (("random", "importance"), ("random", "first-k")) if r not in runs]
     return runs
-
-
-@dataclass
-class RunOutcome:
-    """One run's result: per bin, the candidates and the best; plus its speed."""
-
-    name: str
-    strategy: str
-    order: str
-    bins: list[Any]  # list[BinRun]
-    computed: int
-    seconds: float
-
-    @property
-    def evaluations_per_minute(self) -> float:
-        """Candidates actually evaluated (not replayed from the journal) per minute of this run."""
-        return 60.0 * self.computed / self.seconds if self.seconds > 0 else 0.0
-
-
-@dataclass
-class SearchOutcome:
-    """Everything a job produced."""
-
-    job: SearchConfig
-    tables: list[BinTable]
-    runs: list[RunOutcome]
-    teacher_source: str
-    out: Path
-    files: dict[str, Path] = field(default_factory=dict)
 
 
 def _device(name: str) -> torch.device:
@@ -142,7 +115,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     fitness = Fitness(teacher, windows, batch_size=job.batch_size, dtype=job.dtype)
 
     def counter(spec):
-        c = teacher.adapter.counts(spec, job.seq_len)
+        c = teacher.adapter.counts(spec.shape, job.seq_len)
         return c.params, c.flops_per_token
 
     runs: list[RunOutcome] = []
@@ -169,8 +142,6 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
 
 def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig) -> None:
     """Best spec per bin (YAML), the resolved space, ``summary.json`` and the plot."""
-    from headstart.search.report import plot, summary
-
     out, main = outcome.out, outcome.runs[0]
     files: dict[str, Path] = {}
     _write_text(out / "space.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -9,12 +9,10 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from headstart.search.bins import format_params
-
-if TYPE_CHECKING:
-    from headstart.search.pipeline import SearchOutcome
+from headstart.search.outcome import SearchOutcome
 
 log = logging.getLogger(__name__)
 

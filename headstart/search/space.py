@@ -24,17 +24,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from headstart.config import check_keys, read_yaml
 from headstart.errors import ConfigError, SpecError
-from headstart.importance import Importance
 from headstart.models import ModelAdapter
-from headstart.spec import SubnetSpec, TeacherDims
+from headstart.selection import Orders, from_sizes, pick
+from headstart.spec import Shape, SubnetSpec, TeacherDims
 
 DEPTH_MODES: tuple[str, ...] = ("top", "block", "free")
 GRANULARITIES: tuple[str, ...] = ("coarse", "fine")
-ORDERS: tuple[str, ...] = ("importance", "first-k")
 SIZE_GENES: tuple[str, ...] = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
 
 
@@ -152,47 +149,6 @@ def _check_range(name: str, rng: IntRange, limit: int) -> None:
 
 
 @dataclass(frozen=True)
-class Orders:
-    """Index preference orders (first = kept first), per component of the teacher."""
-
-    name: str
-    layers: tuple[int, ...]
-    hidden: tuple[int, ...]
-    kv: tuple[tuple[int, ...], ...]  # [teacher layer] -> groups
-    heads: tuple[tuple[tuple[int, ...], ...], ...]  # [teacher layer][teacher group] -> head offsets
-    mlp: tuple[tuple[int, ...], ...]  # [teacher layer] -> neurons
-
-    @classmethod
-    def first_k(cls, dims: TeacherDims) -> Orders:
-        """Leading indices first (whittle's slicing)."""
-        n = dims.num_layers
-        return cls(
-            name="first-k", layers=tuple(range(n)), hidden=tuple(range(dims.hidden_size)),
-            kv=(tuple(range(dims.num_kv_heads)),) * n,
-            heads=((tuple(range(dims.heads_per_group)),) * dims.num_kv_heads,) * n,
-            mlp=(tuple(range(dims.intermediate_size)),) * n,
-        )
-
-    @classmethod
-    def from_importance(cls, dims: TeacherDims, imp: Importance) -> Orders:
-        """Most important first (layers by block influence); ties go to the lower index."""
-        n, g, hpg = dims.num_layers, dims.num_kv_heads, dims.heads_per_group
-        heads = tuple(
-            tuple(_rank(imp.heads[t].reshape(g, hpg)[grp]) for grp in range(g)) for t in range(n)
-        )
-        return cls(
-            name="importance", layers=_rank(imp.layers), hidden=_rank(imp.hidden),
-            kv=tuple(_rank(imp.kv_groups[t]) for t in range(n)), heads=heads,
-            mlp=tuple(_rank(imp.mlp[t]) for t in range(n)),
-        )
-
-
-def _rank(scores: torch.Tensor) -> tuple[int, ...]:
-    order = torch.argsort(-torch.as_tensor(scores, dtype=torch.float64), stable=True)
-    return tuple(int(i) for i in order)
-
-
-@dataclass(frozen=True)
 class Picks:
     """Fine granularity: the kept indices themselves (sorted), per teacher layer where per-layer."""
 
@@ -269,22 +225,6 @@ def swap_one(kept: tuple[int, ...], order: tuple[int, ...], rng: random.Random) 
     return tuple(sorted((have - {out_v}) | {in_v}))
 
 
-@dataclass(frozen=True)
-class Shape:
-    """Plain sizes with the attribute names ``ModelAdapter.counts`` reads from a spec."""
-
-    num_layers: int
-    hidden_size: int
-    num_kv_heads: int
-    heads_per_group: int
-    intermediate_size: int
-
-    @property
-    def num_heads(self) -> int:
-        """Query heads per layer."""
-        return self.num_kv_heads * self.heads_per_group
-
-
 class SearchSpace:
     """A :class:`SpaceConfig` bound to a teacher's adapter and an index order."""
 
@@ -308,8 +248,7 @@ class SearchSpace:
         for h in self.values["hidden"]:
             for g in self.values["kv_groups"]:
                 for hp in self.values["heads_per_group"]:
-                    spec = SubnetSpec.from_sizes(self.dims, layers=1, hidden=h, kv_groups=g,
-                                                 heads_per_group=hp, mlp=mlp)
+                    spec = from_sizes(self.dims, layers=1, hidden=h, kv_groups=g, heads_per_group=hp, mlp=mlp)
                     try:
                         self.adapter.validate(spec)
                     except SpecError as exc:
@@ -325,7 +264,7 @@ class SearchSpace:
 
     def shape(self, genome: Genome) -> Shape:
         """The genome's sizes as a :class:`Shape`."""
-        return Shape(genome.layers, genome.hidden, genome.kv_groups, genome.heads_per_group, genome.mlp)
+        return Shape.of(*genome.sizes())
 
     def layer_ids(self, genome: Genome) -> tuple[int, ...]:
         """The kept teacher layers, in teacher order."""
@@ -339,19 +278,13 @@ class SearchSpace:
 
     def to_spec(self, genome: Genome) -> SubnetSpec:
         """The sub-network a genome stands for, checked by the family's adapter."""
-        o, p = self.orders, genome.picks
-        layers = self.layer_ids(genome)
-        hidden = p.hidden if p is not None else o.hidden[: genome.hidden]
-        groups, heads, mlp = [], [], []
-        for t in layers:
-            kept = p.kv[t] if p is not None else o.kv[t][: genome.kv_groups]
-            groups.append(tuple(kept))
-            heads.append(tuple(
-                p.heads[t][grp] if p is not None else o.heads[t][grp][: genome.heads_per_group] for grp in kept
-            ))
-            mlp.append(tuple(p.mlp[t]) if p is not None else o.mlp[t][: genome.mlp])
-        spec = SubnetSpec(layers=layers, hidden=tuple(hidden), kv_groups=tuple(groups), heads=tuple(heads),
-                          mlp=tuple(mlp))
+        p, layers = genome.picks, self.layer_ids(genome)
+        if p is None:
+            return self.adapter.validate(pick(self.orders, layers, self.shape(genome)))
+        spec = SubnetSpec(
+            layers=layers, hidden=p.hidden, kv_groups=tuple(p.kv[t] for t in layers),
+            heads=tuple(tuple(p.heads[t][grp] for grp in p.kv[t]) for t in layers), mlp=tuple(p.mlp[t] for t in layers),
+        )
         return self.adapter.validate(spec)
 
     def fit(self, genome: Genome) -> Genome:
