@@ -59,6 +59,8 @@ def config_class(command: str) -> type:
 
 
 def _extra_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trust-remote-code", dest="_trust_remote_code", action="store_true",
+                   help="allow Python code shipped inside a checkpoint to run (off: never)")
     if name == "run":
         p.add_argument("--stage", dest="_stage", choices=("prepare", "search", "train", "eval", "report"),
                        help="stop after this stage (and what it needs)")
@@ -102,6 +104,7 @@ def load_config(command: str, args: argparse.Namespace) -> Any:
     return cfg
 
 
+REMOTE_CODE_ENV = "HEADSTART_TRUST_REMOTE_CODE"  # set by --trust-remote-code; read by headstart.teacher
 # glibc returning memory to the system dominates CPU training steps (page faults, 3-28 s steps);
 # these settings make them steady. They only work when set before the process starts.
 MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_TOP_PAD_": "1073741824"}
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "huggingface_hub", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     command = args._command
+    if args._trust_remote_code:
+        os.environ[REMOTE_CODE_ENV] = "1"
     try:
         cfg = load_config(command, args)
         module = importlib.import_module(f"headstart.commands.{COMMANDS[command].module}")

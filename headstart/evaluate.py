@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedModel
 
 from headstart.errors import CheckpointError, ConfigError, DataError
 from headstart.lm_loss import sum_cross_entropy
@@ -50,18 +50,13 @@ def sample(model: PreTrainedModel, tokenizer: Any, prompts: list[str] | tuple[st
 
 
 def load_checkpoint_dir(path: str | os.PathLike[str]) -> tuple[PreTrainedModel, Any]:
-    """An exported student (or any supported HF directory) and its tokenizer, with plain transformers."""
+    """An exported student (or any supported HF directory) and its tokenizer, read safely (no remote code)."""
+    from headstart.teacher import load_model, load_tokenizer
+
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a checkpoint directory (no config.json)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_pretrained(path).eval()
-            tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"could not load {path}: {str(exc).splitlines()[0]}") from None
-    return model, tokenizer
+    return load_model(path).eval(), load_tokenizer(path)
 
 
 def text_windows(tokenizer: Any, text: str, seq_len: int, n: int) -> torch.Tensor:

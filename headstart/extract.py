@@ -103,7 +103,8 @@ def verify_export(student: PreTrainedModel, path: str | os.PathLike[str], seq_le
     param = next(student.parameters())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=param.dtype).to(param.device).eval()
+        reloaded = AutoModelForCausalLM.from_pretrained(path, dtype=param.dtype, trust_remote_code=False)
+    reloaded = reloaded.to(param.device).eval()
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, student.config.vocab_size, (2, seq_len), generator=gen).to(param.device)
     with torch.no_grad():

@@ -10,12 +10,14 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import socket
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -118,14 +120,7 @@ def load_teacher(
     if dtype not in DTYPES:
         raise TeacherError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     src = resolve_source(source)
-    kwargs: dict = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
-    if src.gguf_file:
-        kwargs["gguf_file"] = src.gguf_file
-    if src.kind == "hub":
-        kwargs["local_files_only"] = _hub_needs_cache(src.path)
-    config = _load_config(src, kwargs)
-    get_adapter(config)  # unsupported architectures fail here, before the weights are read
-    model = _load_model(src, kwargs)
+    model = load_model(source, dtype, trust_remote_code=trust_remote_code, _src=src)
     model.to(device).eval()
     if getattr(model.config, "quantization_config", None) is not None:
         # GGUF weights are dequantized on load; the student must not claim a quantization.
@@ -134,14 +129,37 @@ def load_teacher(
     return Teacher(model, tokenizer, get_adapter(model.config), str(source), model_fingerprint(model))
 
 
-def load_tokenizer(source: str | os.PathLike[str], _src: Source | None = None) -> object | None:
-    """The tokenizer that comes with a teacher (``None``, with a warning, if it ships none)."""
-    src = _src or resolve_source(source)
-    kwargs: dict = {}
+def _kwargs(src: Source, trust_remote_code: bool = False) -> dict[str, Any]:
+    """Loader arguments: remote code only when the caller or ``--trust-remote-code`` asks for it."""
+    allowed = trust_remote_code or os.environ.get("HEADSTART_TRUST_REMOTE_CODE") == "1"
+    kwargs: dict[str, Any] = {"trust_remote_code": allowed}
     if src.gguf_file:
         kwargs["gguf_file"] = src.gguf_file
     if src.kind == "hub":
         kwargs["local_files_only"] = _hub_needs_cache(src.path)
+    return kwargs
+
+
+def model_config(source: str | os.PathLike[str]) -> Any:
+    """The config of a teacher or checkpoint without reading its weights (for checks before loading)."""
+    src = resolve_source(source)
+    return _load_config(src, _kwargs(src))
+
+
+def load_model(source: str | os.PathLike[str], dtype: str = "float32", trust_remote_code: bool = False,
+               _src: Source | None = None) -> PreTrainedModel:
+    """A causal LM of a supported family (weights read safely; remote code only when asked);
+    an unsupported family, or damaged or unsafe weights, become one :class:`HeadstartError` line."""
+    src = _src or resolve_source(source)
+    kwargs = {**_kwargs(src, trust_remote_code), "dtype": DTYPES[dtype]}
+    get_adapter(_load_config(src, kwargs))  # unsupported architectures fail here, before the weights are read
+    return _load_model(src, kwargs)
+
+
+def load_tokenizer(source: str | os.PathLike[str], _src: Source | None = None) -> object | None:
+    """The tokenizer that comes with a teacher (``None``, with a warning, if it ships none)."""
+    src = _src or resolve_source(source)
+    kwargs = _kwargs(src)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -184,7 +202,7 @@ def _load_model(src: Source, kwargs: dict) -> PreTrainedModel:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
         raise _load_error(src, exc) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from headstart.cli import COMMANDS, config_class, main
+from headstart.cli import COMMANDS, MALLOC_ENV, config_class, main
 from headstart.config import build
 from headstart.recipe import load_recipe
 
@@ -116,3 +117,22 @@ def test_recipe_flags_override_sections():
 def test_every_config_builds_from_its_defaults():
     for command in COMMANDS:
         build(config_class(command), {"search": {"params": "1M"}} if COMMANDS[command].recipe else {})
+
+
+def test_a_headstart_folder_in_the_working_directory_is_never_imported(tmp_path):
+    """The long commands re-execute themselves; the re-executed process must not import ./headstart."""
+    fake = tmp_path / "headstart"
+    fake.mkdir()
+    marker = tmp_path / "imported-the-wrong-package"
+    (fake / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (fake / "cli.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    # what the console script does: the working directory is not on sys.path in the first process
+    launcher = "import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; " \
+               "from headstart.cli import main; sys.exit(main())"
+    env = {k: v for k, v in os.environ.items() if k not in ("HEADSTART_NO_REEXEC", *MALLOC_ENV)}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.run([sys.executable, "-c", launcher, "train", "--student", "s", "--data", "d", "--out", "o",
+                           "--tokens", "lots"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "tokens must be an integer" in proc.stderr
+    assert not marker.exists()

@@ -36,7 +36,7 @@ def test_eval_text_samples_and_json(tiny_teacher_dirs, tmp_path, capsys):
 
 def test_eval_bad_inputs(tmp_path, tiny_teacher_dirs, capsys):
     assert main(["eval", str(tmp_path)]) == 2
-    assert "not a checkpoint directory" in capsys.readouterr().err
+    assert "not a model directory" in capsys.readouterr().err
     text = tmp_path / "short.txt"
     text.write_text("hi")
     assert main(["eval", str(tiny_teacher_dirs["llama"]), "--text", str(text), "--max-new-tokens", "0"]) == 2

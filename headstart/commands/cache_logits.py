@@ -6,18 +6,23 @@ import json
 from pathlib import Path
 
 from headstart.configs import CacheLogitsConfig
+from headstart.errors import DataError
 
 
 def run(cfg: CacheLogitsConfig) -> Path:
     """Build the cache; returns its directory."""
     import numpy as np
 
-    from headstart import parallel, precision
+    from headstart import parallel, precision, preflight
     from headstart.data import WindowLoader, check_tokenizer, check_vocab, read_manifest
-    from headstart.teacher import load_teacher
+    from headstart.teacher import load_teacher, model_config
     from headstart.train.teacher_cache import build_cache
 
+    preflight.out_path(cfg.out, exist_ok=False)
     manifest = read_manifest(cfg.data)
+    if cfg.split not in manifest["splits"]:
+        raise DataError(f"--split {cfg.split!r} is not a split of {cfg.data}; use train, search or val")
+    preflight.seq_len(model_config(cfg.teacher), cfg.seq_len, "the teacher")
     teacher = load_teacher(cfg.teacher)
     if teacher.tokenizer is not None:
         check_tokenizer(cfg.data, teacher.tokenizer)

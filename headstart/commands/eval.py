@@ -25,6 +25,15 @@ def _check_outputs(cfg: EvalConfig) -> None:
         from headstart.evaluate import require_lm_eval
 
         require_lm_eval()
+    if cfg.data:
+        from headstart.data import read_manifest
+
+        if cfg.split not in read_manifest(cfg.data)["splits"]:
+            raise DataError(f"--split {cfg.split!r} is not a split of {cfg.data}; use train, search or val")
+    from headstart import preflight
+    from headstart.teacher import model_config
+
+    preflight.seq_len(model_config(cfg.checkpoint), cfg.seq_len, "the checkpoint")
 
 
 def run(cfg: EvalConfig) -> dict[str, Any]:

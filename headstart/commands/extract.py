@@ -6,20 +6,23 @@ from pathlib import Path
 from typing import Any
 
 from headstart.configs import ExtractConfig
-from headstart.errors import CheckpointError
 from headstart.selection import from_sizes
 from headstart.spec import SubnetSpec
 
 
 def run(cfg: ExtractConfig) -> Path:
     """Resolve the spec (file or sizes), export it, return the checkpoint directory."""
+    from headstart import preflight
     from headstart.extract import export
-    from headstart.teacher import load_teacher
+    from headstart.models import get_adapter
+    from headstart.teacher import load_teacher, model_config
 
-    out = Path(cfg.out)
-    if out.exists():  # fail before the (slow) teacher load
-        raise CheckpointError(f"{out} already exists; choose another --out or remove it")
-    spec_file = SubnetSpec.load(cfg.spec) if cfg.spec else None
+    out = preflight.out_path(cfg.out, exist_ok=False)  # everything checked before the (slow) teacher load
+    adapter = get_adapter(model_config(cfg.teacher))
+    spec_file = adapter.validate(SubnetSpec.load(cfg.spec)) if cfg.spec else None
+    if spec_file is None:  # the sizes, in first-k order (importance picks other indices of the same sizes)
+        adapter.validate(from_sizes(adapter.dims, layers=cfg.layer_choice(), hidden=cfg.hidden,
+                                    kv_groups=cfg.kv_groups, heads_per_group=cfg.heads_per_group, mlp=cfg.mlp))
     teacher = load_teacher(cfg.teacher, dtype=cfg.weights_dtype)
     spec = teacher.adapter.validate(spec_file) if spec_file is not None else spec_from_sizes(cfg, teacher)
     meta = {"mode": cfg.mode if spec_file is None else "spec-file", "teacher_params": teacher.adapter.counts().params}

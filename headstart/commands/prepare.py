@@ -11,9 +11,11 @@ from headstart.errors import DataError
 
 def run(cfg: PrepareConfig, tokenizer: Any = None) -> Path:
     """Prepare (or reuse) ``cfg.out``; ``tokenizer`` may pass the teacher's, already loaded."""
+    from headstart import preflight
     from headstart.data.prepare import prepare_corpus
     from headstart.data.splits import parse_split_fractions
 
+    preflight.out_path(cfg.out)
     inputs = cfg.all_inputs()
     search, val = cfg.search_frac, cfg.val_frac
     if cfg.split_fractions:

@@ -15,6 +15,7 @@ def run(cfg: SearchConfig, teacher: Any = None, progress: Any = None) -> Path:
     from headstart.search.pipeline import run_job
 
     cfg.check_budget()
+    check(cfg)
     if progress is None and parallel.rank() == 0:
         from headstart.commands.progress import SearchProgress
 
@@ -25,6 +26,21 @@ def run(cfg: SearchConfig, teacher: Any = None, progress: Any = None) -> Path:
         if progress is not None and hasattr(progress, "close"):
             progress.close()
     return Path(cfg.out)
+
+
+def check(cfg: SearchConfig) -> None:
+    """Output path, device, data, window length and space, before the teacher loads."""
+    from headstart import preflight
+    from headstart.models import get_adapter
+    from headstart.search.space import load_space
+    from headstart.teacher import model_config
+
+    preflight.out_path(cfg.out)
+    preflight.device(cfg.device)
+    preflight.data_dir(cfg.data)
+    config = model_config(cfg.teacher)
+    preflight.seq_len(config, cfg.seq_len, "the teacher")
+    load_space(cfg.space, get_adapter(config).dims, cfg.granularity)
 
 
 def summary(out: Path, cfg: SearchConfig) -> str:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from headstart.errors import ConfigError, Interrupted
+from headstart.errors import ConfigError, DataError, Interrupted
 from headstart.train.config import TrainConfig
 
 
@@ -23,6 +23,25 @@ def check_backends(cfg: TrainConfig) -> None:
             raise ConfigError(f"{flag} needs the {package} package: pip install {package}")
 
 
+def check(cfg: TrainConfig) -> None:
+    """Output path, data, teacher cache, backends and window length, before any model loads."""
+    from headstart import preflight
+    from headstart.teacher import model_config
+    from headstart.train.checkpoint import resumable
+
+    check_backends(cfg)
+    preflight.out_path(cfg.out)
+    resumable(cfg.out, cfg.resume)
+    preflight.data_dir(cfg.data)
+    if cfg.teacher_cache and not (Path(cfg.teacher_cache) / "cache.json").is_file():
+        raise DataError(f"--teacher-cache {cfg.teacher_cache} is not a teacher cache (no cache.json); "
+                        "build it with `headstart cache-logits`")
+    student = Path(cfg.student.removeprefix("random:")).expanduser()
+    source = student if (student / "config.json").is_file() else cfg.teacher
+    if source:
+        preflight.seq_len(model_config(source), cfg.seq_len, "the student")
+
+
 def run(cfg: TrainConfig, teacher: Any = None) -> Path:
     """Train and export the student (every rank under torchrun); returns the run directory.
 
@@ -32,7 +51,7 @@ def run(cfg: TrainConfig, teacher: Any = None) -> Path:
     from headstart import parallel
     from headstart.train.build import run as train_run
 
-    check_backends(cfg)
+    check(cfg)
     started = parallel.init()
     try:
         result = train_run(cfg, teacher=teacher)

@@ -120,6 +120,9 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "splits" not in manifest:
         raise DataError(f"{path} is not a headstart token manifest ({FORMAT}); rerun `headstart prepare --overwrite`")
+    missing = [s for s in SPLITS if not isinstance(manifest["splits"].get(s), dict)]
+    if missing:
+        raise DataError(f"{path} lacks the split(s) {', '.join(missing)}; rerun `headstart prepare --overwrite`")
     return manifest
 
 

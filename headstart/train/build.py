@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from headstart import parallel
 from headstart.errors import ConfigError, TeacherError
@@ -42,14 +42,12 @@ def load_student(source: str, teacher: Any, seed: int) -> tuple[PreTrainedModel,
     path = Path(source.removeprefix("random:")).expanduser()
     tokenizer = None
     if path.is_dir() and (path / "config.json").is_file():
-        from headstart.teacher import load_tokenizer
+        from headstart.teacher import load_model, load_tokenizer, model_config
 
         tokenizer = load_tokenizer(path)
         if not random_init:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tokenizer
-        config = AutoConfig.from_pretrained(path)
+            return load_model(path), tokenizer
+        config = model_config(path)
     elif _is_spec_file(path):
         if teacher is None:
             raise ConfigError(f"--student {source} is a spec of a teacher; pass that --teacher too")
@@ -179,10 +177,11 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
     loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
                           world_size=parallel.world_size())
     val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed) if cfg.eval_windows else None
-    if parallel.is_main():
-        write_config(cfg)
     flops = {"student": _flops(student, cfg.seq_len), "teacher": _flops(online, cfg.seq_len)}
     trainer = Trainer(cfg, student, loader, val_windows=val, vocab=vocab, teacher=online, cache=cache, flops=flops)
+    trainer.start()  # refuses (or resumes) before config.yaml is written
+    if parallel.is_main():
+        write_config(cfg)
     result = trainer.fit()
     if result["interrupted"]:
         return result

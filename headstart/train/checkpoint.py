@@ -92,6 +92,17 @@ def latest_checkpoint(out_dir: str | os.PathLike[str]) -> Path | None:
     return found[-1] if found else None
 
 
+def resumable(out_dir: str | os.PathLike[str], resume: bool) -> Path | None:
+    """The checkpoint to resume from (``resume``), or ``None`` for a fresh run; refuses a fresh run
+    over existing checkpoints and ``--resume`` without one. Reads only, so a refusal changes nothing."""
+    path = latest_checkpoint(out_dir)
+    if resume and path is None:
+        raise CheckpointError(f"--resume: no checkpoint under {Path(out_dir) / 'checkpoints'}; start without --resume")
+    if not resume and path is not None:
+        raise CheckpointError(f"{out_dir} already holds checkpoints; pass --resume or choose another --out")
+    return path
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

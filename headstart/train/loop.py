@@ -23,7 +23,14 @@ from tqdm.auto import tqdm
 
 from headstart import parallel
 from headstart.errors import CheckpointError, HeadstartError
-from headstart.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from headstart.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    resumable,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from headstart.train.config import RUN_ONLY, TrainConfig
 from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
 from headstart.train.metrics import MetricsLogger
@@ -194,6 +201,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, student: nn.Module, loader: Any, *, val_windows: torch.Tensor | None,
                  vocab: int, teacher: nn.Module | None = None, cache: Any = None, flops: dict[str, int] | None = None):
         self.cfg, self.student, self.loader, self.val = cfg, student, loader, val_windows
+        self.started = False
         self.device = parallel.device()
         self.kd = cfg.kd_config()
         if self.kd.uses_teacher and teacher is None and cache is None:
@@ -261,9 +269,7 @@ class Trainer:
 
     def restore(self) -> int:
         """Load the newest checkpoint of ``cfg.out`` (refusing a different configuration); its step."""
-        path = latest_checkpoint(self.out)
-        if path is None:
-            raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
+        path = resumable(self.out, resume=True)
         ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
         parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
         mine = ckpt.ranks[parallel.rank()]
@@ -291,6 +297,13 @@ class Trainer:
         flag = parallel.all_reduce_sum(torch.tensor([1.0 if self._stop else 0.0]))
         return bool(flag.item() > 0)
 
+    def start(self) -> None:
+        """Resume from the newest checkpoint (``--resume``) or refuse an ``--out`` that holds checkpoints;
+        nothing is written, so a refused run leaves ``--out`` as it was."""
+        if resumable(self.out, self.cfg.resume) is not None:
+            self.restore()
+        self.started = True
+
     def fit(self, on_step: Any = None) -> dict[str, Any]:
         """Train to the token budget (until SIGTERM/SIGINT, or until the validation loss reaches
         ``--target-loss``); returns the final counters and metrics.
@@ -298,10 +311,8 @@ class Trainer:
         ``on_step(trainer)`` is called after every step (tests use it to send signals).
         """
         cfg = self.cfg
-        if cfg.resume:
-            self.restore()
-        elif latest_checkpoint(self.out) is not None:
-            raise CheckpointError(f"{self.out} already holds checkpoints; pass --resume or choose another --out")
+        if not self.started:
+            self.start()
         metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.tensorboard, wandb=cfg.wandb,
                                 config=self.config_dict(), resume_step=self.counters.step if cfg.resume else None)
         handlers = _install_signals(self._on_signal)
