@@ -167,6 +167,14 @@ class SearchConfig:
     evaluations: int = option(40, "evaluations per bin (per run)")
     time_limit: float | None = option(None, "wall-clock seconds per run")
     population: int = option(8, "population per bin")
+    aging: bool = option(False, "regularised (aging) evolution: the oldest member leaves the population, not the worst")
+    abandon_after: float = option(0.25, "score this share of the windows first and stop a candidate clearly worse "
+                                  "than the population there (0: always score every window)")
+    abandon_margin: float = option(0.1, "nats above the population's worst loss that count as clearly worse")
+    rungs: int = option(2, "training-aware rungs of successive halving after the untrained screen (0: none)")
+    rung_candidates: int = option(4, "candidates per bin that train in rung 1")
+    rung_tokens: int = option(25_000, "training tokens of rung 1 (rung r: rung_tokens x eta^(r-1), cumulative)")
+    rung_eta: int = option(2, "halving factor: 1/eta of the candidates continue to the next rung")
     seed: int = option(0, "seed of the search (the fitness windows are fixed)")
     baselines: bool = option(False, "also run random sampling (importance order) and random first-k (whittle)")
     resume: bool = option(False, "continue the journal in --out without re-evaluating")
@@ -174,10 +182,16 @@ class SearchConfig:
     seq_len: int = option(256, "tokens per window")
     batch_size: int = option(4, "windows per forward pass")
     calibration_windows: int = option(32, "train-split windows for the importance pass")
-    dtype: str = option("float32", DTYPE_HELP, choices=DTYPES)
+    dtype: str = option("auto", DTYPE_HELP, choices=DTYPES)
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
 
     def __post_init__(self) -> None:
+        not_negative(rungs=self.rungs, abandon_margin=self.abandon_margin)
+        positive(rung_candidates=self.rung_candidates, rung_tokens=self.rung_tokens)
+        if not 0 <= self.abandon_after < 1:
+            raise ConfigError(f"--abandon-after {self.abandon_after} must lie in [0, 1)")
+        if self.rung_eta < 2:
+            raise ConfigError(f"--rung-eta {self.rung_eta} must be at least 2")
         positive(evaluations=self.evaluations, windows=self.windows, seq_len=self.seq_len,
                  batch_size=self.batch_size, calibration_windows=self.calibration_windows, bins=self.bins,
                  time_limit=self.time_limit)

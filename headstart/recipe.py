@@ -134,6 +134,12 @@ def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str
         part = values.get(section)
         if part is None or isinstance(part, dict):
             values[section] = {"seed": values.get("seed", 0), **(part or {})}
+    search, train = values["search"], values.get("train") or {}
+    if isinstance(search, dict) and isinstance(train, dict) and "rung_tokens" not in search:
+        try:  # rungs scaled to the final training: rung 1 trains 1 % of it (a bad train.tokens is reported below)
+            search["rung_tokens"] = max(1024, int(float(train.get("tokens", TrainConfig.tokens))) // 100)
+        except (TypeError, ValueError):
+            pass
     return build(RecipeConfig, values, where=where)
 
 

@@ -166,14 +166,17 @@ def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, pa
 
 def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int, bin_index: int) -> dict[str, float]:
     """FLOPs paid before training a searched student of bin ``bin_index``: the importance pass (shared
-    by every budget, charged in full to each) and the main search run's evaluations in that bin."""
+    by every budget, charged in full to each), the main search run's evaluations in that bin (an
+    abandoned one at what it scored) and its training-aware rungs."""
     search = recipe.search
     importance = float(teacher_flops_per_token) * search.calibration_windows * search.seq_len
     main = f"{search.strategy}/{search.order}"
-    cost = sum(float(r.get("flops", 0)) * search.windows * search.seq_len
+    cost = sum(float(r.get("scored_flops", float(r.get("flops", 0)) * search.windows * search.seq_len))
                for r in _read_jsonl(out / "search" / "journal.jsonl")[1:]
                if r.get("run") == main and int(r.get("bin", -1)) == bin_index and not r.get("reused"))
-    return {"importance": importance, "search": cost}
+    summary = json.loads((out / "search" / "summary.json").read_text())
+    rungs = sum(float(r["flops"]) for b in summary.get("rungs", []) if b["bin"] == bin_index for r in b["results"])
+    return {"importance": importance, "search": cost, "rungs": rungs}
 
 
 def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[str, Any],
@@ -185,7 +188,7 @@ def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[
     costs = setup_costs(out, recipe, teacher["flops_per_token"], index)
     runs = []
     for name in recipe.compare.runs:
-        setup = costs["importance"] + costs["search"] if RUNS[name][0] == "searched" else 0.0
+        setup = costs["importance"] + costs["search"] + costs["rungs"] if RUNS[name][0] == "searched" else 0.0
         runs.append(run_curve(out / "runs" / label / name, name, RUN_LABELS[name], setup, evals[name]["params"]))
     rows = comparison_rows(runs, recipe.compare.baseline)
     target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)
@@ -232,7 +235,7 @@ def _budget_markdown(b: dict[str, Any]) -> list[str]:
         "points); the ratios divide the baseline's full budget by that. FLOPs count 3× the student's forward "
         "FLOPs per training token, the teacher's forward FLOPs per distilled token, and, for searched "
         f"students, the importance pass ({costs['importance']:.3g} FLOPs) and every evaluation of the search "
-        f"in this budget ({costs['search']:.3g} FLOPs).",
+        f"in this budget ({costs['search']:.3g} FLOPs) and its training-aware rungs ({costs['rungs']:.3g} FLOPs).",
         "",
         markdown_table(rows),
     ]

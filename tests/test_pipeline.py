@@ -56,6 +56,7 @@ def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, c
     (budget,) = json.loads((out / "report" / "summary.json").read_text())["budgets"]
     assert [r["run"] for r in budget["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
     assert budget["setup_flops"]["importance"] > 0 and budget["setup_flops"]["search"] > 0
+    assert budget["setup_flops"]["rungs"] > 0  # the training-aware rungs (1 % of train.tokens at rung 1)
     report = (out / "report" / "report.md").read_text()
     assert "| random init, CE |" in report and "searched sub-network, KD" in report
     assert load_recipe(yaml.safe_load((out / "recipe.yaml").read_text())).out == str(out)  # saved recipe reloads
@@ -94,7 +95,9 @@ def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
     from headstart.train import loop
 
     out = tmp_path / "out"
-    recipe = load_recipe(_recipe(tiny_teacher_dirs["llama"], out))
+    data = _recipe(tiny_teacher_dirs["llama"], out)
+    data["search"]["rungs"] = 0  # the stop below would also stop the rungs' short trainings
+    recipe = load_recipe(data)
     original = loop.Trainer._should_stop
     monkeypatch.setattr(loop.Trainer, "_should_stop", lambda self: self.counters.step == 6 or original(self))
     with pytest.raises(Interrupted):

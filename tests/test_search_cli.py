@@ -23,7 +23,8 @@ def setup(tmp_path_factory):
 
 def _args(teacher, data, out, *extra):
     return ["search", "--teacher", str(teacher), "--data", str(data), "--out", str(out), "--windows", "4",
-            "--seq-len", "32", "--calibration-windows", "4", "--population", "3", *extra]
+            "--seq-len", "32", "--calibration-windows", "4", "--population", "3", "--dtype", "float32",
+            "--rungs", "0", *extra]
 
 
 def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, capsys):
@@ -110,7 +111,41 @@ def test_options_come_from_a_config_file(setup, tmp_path, capsys):
     assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--bins", "1"]) == 2
     assert "did you mean 'evaluations'" in capsys.readouterr().err
     cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevaluations: 2\nbins: 1\nwindows: 2\nseq-len: 16\n"
-                   "calibration-windows: 2\n")
+                   "calibration-windows: 2\nrungs: 0\n")
     assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--population", "2"]) == 0
     _, records, _ = read_journal(tmp_path / "o" / "journal.jsonl")
     assert len(records) == 2
+
+
+def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a_kill(setup, tmp_path, capsys):
+    teacher_dir, data = setup
+    out = tmp_path / "out"
+    args = _args(teacher_dir, data, out, "--bins", "1", "--evaluations", "5", "--rungs", "2",
+                 "--rung-candidates", "3", "--rung-tokens", "128")
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    [bin0] = summary["rungs"]
+    first = [r for r in bin0["results"] if r["rung"] == 1]
+    second = [r for r in bin0["results"] if r["rung"] == 2]
+    assert len(first) == 3 and len(second) == 1  # successive halving: 3 -> 3 // 2
+    assert {r["tokens"] for r in first} == {128} and second[0]["tokens"] == 256
+    # rung 1 took the best three distinct candidates by untrained loss; the best of rung 1 continued
+    _, records, _ = read_journal(out / "journal.jsonl")
+    by_loss = sorted({r["spec_hash"]: r["loss"] for r in records}.items(), key=lambda kv: (kv[1], kv[0]))
+    assert [r["spec_hash"] for r in first] == [h for h, _ in by_loss[:3]]
+    assert second[0]["spec_hash"] == min(first, key=lambda r: (r["loss"], r["spec_hash"]))["spec_hash"]
+    [best_file] = out.glob("best-*.yaml")
+    best = yaml.safe_load(best_file.read_text())
+    assert best["trained_loss"] == pytest.approx(second[0]["loss"]) and best["rung_tokens"] == 256
+    assert summary["flops"]["rungs"] == sum(r["flops"] for r in bin0["results"]) > 0
+    assert summary["flops"]["total"] == sum(v for k, v in summary["flops"].items() if k != "total")
+
+    # a kill during rung 2: its rung.json and export are gone; --resume redoes only that and agrees
+    [rung2] = (out / "rungs").glob(f"*/{second[0]['spec_hash']}/rung2")
+    for path in (rung2 / "rung.json", rung2 / "student"):
+        import shutil
+
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    assert main([*args, "--resume"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["rungs"] == summary["rungs"]

@@ -168,3 +168,66 @@ def test_time_limit_and_exhausted_space_stop_the_search(space):
     [state] = run_search(tiny_space, tables, evaluator, SearchSettings(evaluations=50, population=2, max_redraws=20),
                          "evolution/first-k")
     assert state.exhausted and len(state.candidates) == evaluator.computed == 4
+
+
+def test_the_seeded_population_spans_the_bin_and_is_legal(space):
+    from headstart.search.operators import seed_genomes
+
+    tables = make_bins(SizeGrid(space), parse_params("20M,40M"), tolerance=0.1)
+    full = {g: max(space.values[g]) for g in VALUE_GENES}
+    for table in tables:
+        seeds = seed_genomes(space, table, random.Random(0))
+        assert 2 <= len(seeds) <= 3
+        for genome in seeds:
+            spec = space.to_spec(genome)  # validated by the family's adapter
+            assert table.contains(genome.sizes()) and table.bin.contains(space.adapter.counts(spec.shape).params)
+        width_only, depth_only = seeds[0], seeds[1]
+        assert width_only.layers == full["layers"] or width_only.layers == max(
+            s[0] for s in (table.sizes_at(int(c), int(li)) for c, li in table.points))
+        assert depth_only.hidden == full["hidden"] or depth_only.mlp == full["mlp"]
+    # evolution's first proposals are exactly these points
+    target, fitness = _planted(space, tables[0])
+    [state] = run_search(space, tables[:1], Evaluator(fitness, _counter(space)),
+                         SearchSettings(strategy="evolution", population=6, evaluations=6, seed=3), "evolution/first-k")
+    want = [g.sizes() for g in seed_genomes(space, tables[0], random.Random("3:evolution/first-k:0"))]
+    assert [c.genome.sizes() for c in state.candidates[:len(want)]] == want
+
+
+class _Scored:
+    """A synthetic fitness that supports early abandonment (sizes -> loss; the partial loss is exact)."""
+
+    abandons = True
+
+    def __init__(self, inner):
+        self.inner, self.abandoned, self.calls = inner, False, []
+
+    def __call__(self, spec, threshold=None):
+        loss = self.inner(spec)
+        self.calls.append(threshold)
+        self.abandoned = threshold is not None and loss > threshold + 0.1
+        return loss
+
+
+def test_abandoned_candidates_are_journaled_and_never_reused(space, tmp_path):
+    tables = make_bins(SizeGrid(space), parse_params("20M"), tolerance=0.1)
+    _, inner = _planted(space, tables[0])
+    fitness = _Scored(inner)
+    with Journal(tmp_path / "j.jsonl", {"teacher": "t", "data": "d", "space": "s", "seed": 0, "search": {}}) as j:
+        evaluator = Evaluator(fitness, _counter(space), j)
+        [state] = run_search(space, tables, evaluator, SearchSettings(population=4, evaluations=30, seed=1),
+                             "evolution/first-k")
+    assert fitness.calls[:4] == [None] * 4  # no threshold until the population is full
+    assert any(t is not None for t in fitness.calls[4:])
+    _, records, _ = read_journal(tmp_path / "j.jsonl")
+    abandoned = [r for r in records if r["abandoned"]]
+    assert abandoned and all(c.loss > min(p.loss for p in state.population) for c in state.candidates
+                             if c.abandoned)
+    assert not any(r["spec_hash"] in evaluator.losses for r in abandoned)
+
+
+def test_aging_evolution_keeps_the_newest_members(space):
+    tables = make_bins(SizeGrid(space), parse_params("20M"), tolerance=0.1)
+    _, fitness = _planted(space, tables[0])
+    [state] = run_search(space, tables, Evaluator(fitness, _counter(space)),
+                         SearchSettings(population=4, evaluations=20, seed=2, aging=True), "evolution/first-k")
+    assert [c.spec_hash for c in state.population] == [c.spec_hash for c in state.candidates[-4:]]

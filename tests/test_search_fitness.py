@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 from tiny import TEXT, save_tiny_teacher, tiny_model, tiny_tokenizer
 
-from headstart.errors import DataError
+from headstart.errors import ConfigError, DataError
 from headstart.extract import build_student
 from headstart.lm_loss import sum_cross_entropy
 from headstart.search.fitness import Fitness
@@ -59,6 +59,21 @@ def test_fitness_is_the_mean_next_token_ce_of_the_built_student():
     assert n == 5 * 16 and fitness(whole) == pytest.approx(s / n, rel=1e-6)
     bf16 = Fitness(teacher, windows, dtype="bfloat16")(whole)
     assert bf16 == pytest.approx(s / n, rel=2e-2) and bf16 != s / n
+
+
+def test_early_abandonment_scores_the_first_windows_of_a_clearly_worse_candidate():
+    teacher = Teacher.from_model(tiny_model("smollm2"))
+    windows = torch.randint(0, 512, (8, 17), generator=torch.Generator().manual_seed(1))
+    fitness = Fitness(teacher, windows, batch_size=2, abandon_after=0.25, abandon_margin=0.1)
+    spec = from_sizes(teacher.dims, **SPECS[0])
+    whole = fitness(spec)
+    assert not fitness.abandoned and fitness.tokens == 8 * 16
+    assert fitness(spec, threshold=whole + 1.0) == pytest.approx(whole, rel=1e-6) and not fitness.abandoned
+    partial = fitness(spec, threshold=0.0)
+    s, n = sum_cross_entropy(build_student(teacher, spec), windows[:2], batch_size=2)
+    assert fitness.abandoned and fitness.tokens == 2 * 16 and partial == pytest.approx(s / n, rel=1e-6)
+    with pytest.raises(ConfigError, match="--abandon-after"):
+        Fitness(teacher, windows, abandon_after=1.0)
 
 
 def test_fitness_never_touches_the_disk(monkeypatch):

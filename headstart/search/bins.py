@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headstart.errors import ConfigError
+from headstart.search.space import SIZE_GENES as GENES
 from headstart.search.space import SearchSpace
 from headstart.spec import Shape
 
@@ -95,8 +96,7 @@ class SizeGrid:
             np.searchsorted(np.array(v[name]), self.combos[:, i]) for i, name in
             enumerate(("hidden", "kv_groups", "heads_per_group", "mlp"))
         ], axis=1)
-        self.scale = np.array([max(1, len(v[n]) - 1) for n in ("layers", "hidden", "kv_groups", "heads_per_group",
-                                                                "mlp")], dtype=np.float64)
+        self.scale = np.array([max(1, len(v[n]) - 1) for n in GENES], dtype=np.float64)
         self.index = {tuple(int(x) for x in c): i for i, c in enumerate(self.combos)}
 
     @property
@@ -153,14 +153,12 @@ class BinTable:
         its range); genes named in ``fixed`` keep their value if any point of the bin allows it.
         Ties are broken with ``rng``."""
         grid, v = self.grid, self.grid.space.values
-        want = np.array([_pos(v[n], s) for n, s in zip(("layers", "hidden", "kv_groups", "heads_per_group", "mlp"),
-                                                       sizes)], dtype=np.float64)
+        want = np.array([_pos(v[n], s) for n, s in zip(GENES, sizes)], dtype=np.float64)
         pts = self.points
         cand = np.concatenate([pts[:, 1:2], grid.pos[pts[:, 0]]], axis=1).astype(np.float64)  # [P, 5]
-        names = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
         keep = np.ones(len(pts), dtype=bool)
         for name in fixed:
-            i = names.index(name)
+            i = GENES.index(name)
             sel = keep & (cand[:, i] == want[i])
             if sel.any():
                 keep = sel
@@ -169,6 +167,20 @@ class BinTable:
         best = np.flatnonzero(dist <= dist.min() + 1e-12)
         c, li = pts[best[rng.randrange(len(best))]]
         return self.sizes_at(int(c), int(li))
+
+
+    def archetypes(self, rng: random.Random) -> list[Sizes]:
+        """Three points that span the bin on purpose: width-only (the most layers, widths cut),
+        depth-only (full widths, layers cut) and balanced (every size at the same share of its range)."""
+        full = tuple(max(self.grid.space.values[n]) for n in GENES)
+        width_only = self.nearest(full, rng, fixed=("layers",))
+        depth_only = self.nearest(full, rng, fixed=GENES[1:])
+        cand = np.concatenate([self.points[:, 1:2], self.grid.pos[self.points[:, 0]]], axis=1).astype(np.float64)
+        share = cand / np.maximum(1, self.grid.scale)  # each gene's position as a share of its range
+        spread = share.max(axis=1) - share.min(axis=1)
+        best = np.flatnonzero(spread <= spread.min() + 1e-12)
+        c, li = self.points[best[rng.randrange(len(best))]]
+        return list(dict.fromkeys([width_only, depth_only, self.sizes_at(int(c), int(li))]))
 
 
 def _pos(values: tuple[int, ...], x: int) -> int:

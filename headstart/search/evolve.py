@@ -27,7 +27,7 @@ from headstart import parallel
 from headstart.errors import ConfigError
 from headstart.search.bins import Bin, BinTable
 from headstart.search.journal import Journal, loss_of
-from headstart.search.operators import crossover, mutate, sample
+from headstart.search.operators import crossover, mutate, sample, seed_genomes
 from headstart.search.space import Genome, SearchSpace
 from headstart.spec import SubnetSpec
 
@@ -48,6 +48,8 @@ class SearchSettings:
     tournament: int = 3
     crossover_rate: float = 0.5
     max_redraws: int = 100
+    aging: bool = False  # regularised evolution: the oldest member leaves, not the worst
+    abandon: bool = True  # pass the population's worst loss as the abandonment threshold
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -71,6 +73,7 @@ class Candidate:
     params: int
     flops: int
     bin: Bin
+    abandoned: bool = False  # scored on the first part of the windows only (clearly worse than the population)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class BinRun:
     population: list[Candidate] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    queue: list[Genome] = field(default_factory=list)  # proposals drawn before any random one (seeded points)
     exhausted: bool = False
 
     @property
@@ -110,33 +114,52 @@ class Evaluator:
         self.fitness = fitness
         self.counter = counter
         self.journal = journal
-        self.losses: dict[str, float] = {}
-        self.done: set[tuple[str, int, str]] = set()
+        self.losses: dict[str, float] = {}  # complete evaluations only (an abandoned one is never reused)
+        self.done: dict[tuple[str, int, str], tuple[float, bool]] = {}  # -> (loss, abandoned)
+        self.last_abandoned = False
         self.computed = 0
+        self.flops: dict[str, int] = {}  # per run: forward FLOPs spent scoring candidates (reuses cost nothing)
         for rec in journal.records if journal is not None else []:
-            self.losses[rec["spec_hash"]] = loss_of(rec)
-            self.done.add((rec["run"], int(rec["bin"]), rec["spec_hash"]))
+            if "rung" in rec:  # training-aware rungs are replayed by headstart.search.rungs
+                continue
+            self.done[(rec["run"], int(rec["bin"]), rec["spec_hash"])] = (loss_of(rec), bool(rec.get("abandoned")))
+            self.flops[rec["run"]] = self.flops.get(rec["run"], 0) + int(rec.get("scored_flops", 0))
+            if not rec.get("abandoned"):
+                self.losses[rec["spec_hash"]] = loss_of(rec)
 
     def __call__(self, run: str, bin: Bin, genome: Genome, spec: SubnetSpec, key: str,
-                 extra: dict[str, Any] | None = None) -> float:
-        """The loss of ``spec`` (evaluated at most once across runs, bins and resumes)."""
+                 extra: dict[str, Any] | None = None, threshold: float | None = None) -> float:
+        """The loss of ``spec`` (evaluated at most once across runs, bins and resumes); with ``threshold``
+        a clearly worse candidate may be abandoned early (see :class:`~headstart.search.fitness.Fitness`)."""
         if (run, bin.index, key) in self.done:
-            return self.losses[key]
+            loss, self.last_abandoned = self.done[(run, bin.index, key)]
+            return loss
         reused = key in self.losses
         start = time.perf_counter()
-        loss = self.losses[key] if reused else float(self.fitness(spec))
+        abandoned, scored = False, 0
+        if reused:
+            loss = self.losses[key]
+        else:
+            abandons = threshold is not None and getattr(self.fitness, "abandons", False)
+            loss = float(self.fitness(spec, threshold) if abandons else self.fitness(spec))
+            abandoned = bool(getattr(self.fitness, "abandoned", False))
+            scored = int(getattr(self.fitness, "tokens", 0))
         if not math.isfinite(loss):
             loss = math.inf
         seconds = time.perf_counter() - start
         self.computed += 0 if reused else 1
         params, flops = self.counter(spec)
-        self.losses[key] = loss
-        self.done.add((run, bin.index, key))
+        self.flops[run] = self.flops.get(run, 0) + flops * scored
+        if not abandoned:
+            self.losses[key] = loss
+        self.done[(run, bin.index, key)] = (loss, abandoned)
+        self.last_abandoned = abandoned
         if self.journal is not None:
             self.journal.append({
                 "run": run, "bin": bin.index, "spec_hash": key, "loss": loss, "params": params, "flops": flops,
-                "seconds": round(seconds, 4), "reused": reused, "sizes": spec.sizes(), "layers": list(spec.layers),
-                "genome": genome.to_dict(), "time": round(time.time(), 3), **(extra or {}),
+                "seconds": round(seconds, 4), "reused": reused, "abandoned": abandoned, "scored_flops": flops * scored,
+                "sizes": spec.sizes(), "layers": list(spec.layers), "genome": genome.to_dict(),
+                "time": round(time.time(), 3), **(extra or {}),
             })
         return loss
 
@@ -175,11 +198,13 @@ def run_search(
                          len(state.candidates))
                 continue
             genome, spec, key = proposal
+            full = len(state.population) >= settings.population
+            threshold = max(c.loss for c in state.population) if settings.abandon and full else None
             loss = evaluate(run, state.table.bin, genome, spec, key,
                             extra={"strategy": settings.strategy, "order": space.orders.name,
-                                   "n": len(state.candidates)})
+                                   "n": len(state.candidates)}, threshold=threshold)
             params, flops = evaluate.counter(spec)
-            cand = Candidate(genome, spec, key, loss, params, flops, state.table.bin)
+            cand = Candidate(genome, spec, key, loss, params, flops, state.table.bin, evaluate.last_abandoned)
             state.candidates.append(cand)
             _update_population(state, cand, settings)
             if progress is not None:
@@ -189,8 +214,12 @@ def run_search(
 
 def _propose(space: SearchSpace, state: BinRun, settings: SearchSettings) -> tuple[Genome, SubnetSpec, str] | None:
     rng, table = state.rng, state.table
+    if settings.strategy == "evolution" and not state.seen and not state.queue:
+        state.queue = seed_genomes(space, table, rng)
     for _ in range(settings.max_redraws):
-        if settings.strategy == "random" or len(state.population) < settings.population:
+        if state.queue:
+            genome = state.queue.pop(0)
+        elif settings.strategy == "random" or len(state.population) < settings.population:
             genome = sample(space, table, rng)
         else:
             a = _tournament(state.population, settings.tournament, rng)
@@ -215,5 +244,4 @@ def _update_population(state: BinRun, cand: Candidate, settings: SearchSettings)
     pop = state.population
     pop.append(cand)
     if len(pop) > settings.population:
-        worst = max(range(len(pop)), key=lambda i: (pop[i].loss, i))
-        pop.pop(worst)
+        pop.pop(0 if settings.aging else max(range(len(pop)), key=lambda i: (pop[i].loss, i)))

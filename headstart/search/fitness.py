@@ -10,8 +10,10 @@ counts are all-reduced, so N processes evaluate a candidate N times faster and a
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
+from transformers import PreTrainedModel
 
 from headstart import parallel
 from headstart.errors import ConfigError, DataError
@@ -30,9 +32,17 @@ def autocast_dtype(device: torch.device, dtype: str | None) -> torch.dtype | Non
 
 
 class Fitness:
-    """Callable ``spec -> mean CE`` over fixed windows, split across ranks under torchrun."""
+    """Callable ``spec -> mean CE`` over fixed windows, split across ranks under torchrun.
 
-    def __init__(self, teacher: Teacher, windows: torch.Tensor, batch_size: int = 4, dtype: str | None = None) -> None:
+    Early abandonment: given a ``threshold`` (the loss a candidate must beat to matter, e.g. the
+    population's worst), the first ``abandon_after`` fraction of the windows is scored first; a
+    candidate whose partial mean exceeds ``threshold + abandon_margin`` stops there, its partial
+    mean is its loss and :attr:`abandoned` is set. Every rank reaches the same decision (the partial
+    sums are all-reduced first).
+    """
+
+    def __init__(self, teacher: Teacher, windows: torch.Tensor, batch_size: int = 4, dtype: str | None = None,
+                 abandon_after: float = 0.0, abandon_margin: float = 0.1) -> None:
         if windows.ndim != 2 or windows.shape[0] < 1 or windows.shape[1] < 2:
             raise DataError(f"fitness needs [n >= 1, seq_len + 1 >= 2] windows, got {tuple(windows.shape)}")
         if batch_size < 1:
@@ -50,14 +60,33 @@ class Fitness:
         self.autocast = autocast_dtype(self.device, dtype)
         self.total_windows = windows.shape[0]
         self.windows = windows[parallel.rank()::parallel.world_size()].contiguous()  # this rank's share
+        if not 0 <= abandon_after < 1:
+            raise ConfigError(f"--abandon-after {abandon_after} must lie in [0, 1)")
+        self.head = math.ceil(abandon_after * self.windows.shape[0]) if abandon_after > 0 else 0
+        self.abandon_margin = abandon_margin
+        self.abandoned = False
+        self.tokens = 0  # tokens scored by the last call (all ranks), for FLOP accounting
 
-    def __call__(self, spec: SubnetSpec) -> float:
-        """Mean next-token CE (nats) of the sub-network ``spec`` over all ranks' windows."""
+    @property
+    def abandons(self) -> bool:
+        """Whether a call with a threshold may stop early."""
+        return self.head > 0
+
+    def _sums(self, student: PreTrainedModel, windows: torch.Tensor) -> torch.Tensor:
         s, n = 0.0, 0
-        if self.windows.shape[0]:
-            student = build_student(self.teacher, spec, state=self.state)
-            s, n = sum_cross_entropy(student, self.windows, self.batch_size, self.autocast,
-                                     adapter=self.teacher.adapter)
-            del student
-        sums = parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64, device=self.device))
+        if windows.shape[0]:
+            s, n = sum_cross_entropy(student, windows, self.batch_size, self.autocast, adapter=self.teacher.adapter)
+        return parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64, device=self.device))
+
+    def __call__(self, spec: SubnetSpec, threshold: float | None = None) -> float:
+        """Mean next-token CE (nats) of the sub-network ``spec`` over all ranks' windows (or over the first
+        part of them, when it is clearly worse than ``threshold``)."""
+        student = build_student(self.teacher, spec, state=self.state)
+        head = self.head if threshold is not None and math.isfinite(threshold) else 0
+        sums = self._sums(student, self.windows[:head]) if head else torch.zeros(2, dtype=torch.float64)
+        self.abandoned = bool(head) and float(sums[0] / sums[1]) > threshold + self.abandon_margin
+        if not self.abandoned:
+            sums = sums + self._sums(student, self.windows[head:])
+        del student
+        self.tokens = int(sums[1])
         return float(sums[0] / sums[1])

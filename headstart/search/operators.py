@@ -42,6 +42,13 @@ def sample(space: SearchSpace, table: BinTable, rng: random.Random) -> Genome:
     return genome
 
 
+def seed_genomes(space: SearchSpace, table: BinTable, rng: random.Random) -> list[Genome]:
+    """The first proposals of an evolution run, spanning the bin on purpose (see
+    :meth:`~headstart.search.bins.BinTable.archetypes`): width-only, depth-only and balanced, each
+    keeping the order's top layers; the rest of the population is drawn at random."""
+    return [space.fit(Genome(*sizes, depth="top")) for sizes in table.archetypes(rng)]
+
+
 def _genes(space: SearchSpace, genome: Genome) -> list[str]:
     genes = [g for g in SIZE_GENES if len(space.values[g]) > 1]
     if len(space.config.depth_modes) > 1 or genome.depth != "top":

@@ -20,6 +20,7 @@ class RunOutcome:
     bins: list[Any]  # list[BinRun]
     computed: int
     seconds: float
+    flops: int = 0  # forward FLOPs of the untrained screen
 
     @property
     def evaluations_per_minute(self) -> float:
@@ -37,3 +38,12 @@ class SearchOutcome:
     teacher_source: str
     out: Path
     files: dict[str, Path] = field(default_factory=dict)
+    rungs: dict[str, list[Any]] = field(default_factory=dict)  # bin label -> list[RungResult], rung by rung
+    importance_flops: int = 0
+
+    def flops(self) -> dict[str, int]:
+        """Every FLOP the search spent: importance pass, untrained screen (all runs), training-aware rungs."""
+        screening = sum(r.flops for r in self.runs)
+        rungs = sum(r.flops for results in self.rungs.values() for r in results)
+        return {"importance": self.importance_flops, "screening": screening, "rungs": rungs,
+                "total": self.importance_flops + screening + rungs}

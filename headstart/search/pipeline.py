@@ -28,6 +28,7 @@ from headstart.search.fitness import Fitness
 from headstart.search.journal import Journal
 from headstart.search.outcome import RunOutcome, SearchOutcome
 from headstart.search.report import plot, summary
+from headstart.search.rungs import RungSettings, run_rungs, winner
 from headstart.search.space import SearchSpace, SpaceConfig, load_space
 from headstart.selection import Orders
 from headstart.teacher import Teacher, load_teacher
@@ -112,7 +113,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     if parallel.is_main():
         out.mkdir(parents=True, exist_ok=True)
     parallel.barrier()
-    fitness = Fitness(teacher, windows, batch_size=job.batch_size, dtype=job.dtype)
+    fitness = Fitness(teacher, windows, batch_size=job.batch_size, dtype=job.dtype,
+                      abandon_after=job.abandon_after, abandon_margin=job.abandon_margin)
 
     def counter(spec):
         c = teacher.adapter.counts(spec.shape, job.seq_len)
@@ -128,12 +130,19 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
                 # whittle's setting: first-k slicing *and* prefix layers
                 space = SearchSpace(replace(config, depth_modes=("top",)), teacher.adapter, orders["first-k"])
             settings = SearchSettings(strategy=strategy, population=job.population, evaluations=job.evaluations,
-                                      time_limit=job.time_limit, seed=job.seed)
+                                      time_limit=job.time_limit, seed=job.seed, aging=job.aging)
             computed, start = evaluator.computed, time.perf_counter()
             states = run_search(space, tables, evaluator, settings, name, progress)
             runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
-                                   time.perf_counter() - start))
+                                   time.perf_counter() - start, evaluator.flops.get(name, 0)))
     outcome = SearchOutcome(job, tables, runs, teacher.source, out)
+    if calib is not None:
+        outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
+    rung_settings = RungSettings(job.rungs, job.rung_candidates, job.rung_tokens, job.rung_eta, job.seed, job.dtype,
+                                 job.batch_size)
+    for state in runs[0].bins:
+        outcome.rungs[state.table.bin.label] = run_rungs(state, rung_settings, teacher, str(job.data), windows,
+                                                         out / "rungs", job.seq_len, job.resume)
     if parallel.is_main():
         write_outputs(outcome, teacher, config)
     parallel.barrier()
@@ -146,7 +155,8 @@ def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig)
     files: dict[str, Path] = {}
     _write_text(out / "space.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
     for state in main.bins:
-        best = state.best
+        trained = winner(outcome.rungs.get(state.table.bin.label, []))
+        best = trained.candidate if trained is not None else state.best
         if best is None:
             continue
         extra = {
@@ -154,6 +164,9 @@ def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig)
             "params": best.params, "flops_per_token": best.flops, "loss": best.loss, "run": main.name,
             "evaluations": len(state.candidates), "genome": best.genome.to_dict(),
         }
+        if trained is not None:  # chosen by its search-split loss after the last rung's training
+            extra.update({"trained_loss": trained.loss, "rung_tokens": trained.tokens,
+                          "rung_student": str(trained.student)})
         files[state.table.bin.label] = best.spec.save(out / f"best-{state.table.bin.label}.yaml", extra=extra)
     data = summary(outcome)
     files["summary"] = _write_text(out / "summary.json", json.dumps(data, indent=1))

@@ -43,8 +43,14 @@ def summary(outcome: SearchOutcome) -> dict[str, Any]:
             })
         runs.append({"run": run.name, "strategy": run.strategy, "order": run.order, "computed": run.computed,
                      "seconds": round(run.seconds, 2), "evaluations_per_minute": round(run.evaluations_per_minute, 2),
-                     "bins": bins})
-    return {"teacher": outcome.teacher_source, "out": str(outcome.out), "runs": runs}
+                     "abandoned": sum(1 for s in run.bins for c in s.candidates if c.abandoned),
+                     "screening_flops": run.flops, "bins": bins})
+    rungs = [{"bin": i, "results": [
+        {"spec_hash": r.candidate.spec_hash, "rung": r.rung, "tokens": r.tokens, "loss": r.loss,
+         "untrained_loss": _loss(r.candidate.loss), "flops": r.flops} for r in outcome.rungs.get(t.bin.label, [])]}
+        for i, t in enumerate(outcome.tables)]
+    return {"teacher": outcome.teacher_source, "out": str(outcome.out), "runs": runs, "rungs": rungs,
+            "flops": outcome.flops()}
 
 
 def table(outcome: SearchOutcome) -> str:

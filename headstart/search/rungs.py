@@ -1,0 +1,153 @@
+"""Training-aware selection: successive halving over short distillation runs, after the untrained screen.
+
+The untrained loss ranks candidates cheaply but it is not what a user wants: the student that is
+best *after* training. So the best ``candidates`` of each bin (by untrained loss, distinct
+sub-networks) train for ``tokens`` tokens with the real train loop (same loss, optimizer and seed
+rules as ``headstart train``), are scored on the search split, and the best ``1/eta`` of them
+continue to ``tokens * eta`` tokens (rung 2), and so on for ``rungs`` rungs. The winner is the best
+by search-split loss after its last rung; its trained weights may seed the final training.
+
+Every rung run lives in ``OUT/rungs/<bin>/<spec hash>/rung<r>/`` and ends with ``rung.json``; a
+rerun (``--resume``) skips finished rung runs and resumes an interrupted one from its checkpoint,
+so a killed search reproduces the uninterrupted result. Rung runs use every process under torchrun
+(data-parallel, like ``headstart train``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart import parallel
+from headstart.errors import ConfigError
+from headstart.lm_loss import sum_cross_entropy
+from headstart.search.evolve import BinRun, Candidate
+
+log = logging.getLogger(__name__)
+
+RUNG_FILE = "rung.json"
+
+
+@dataclass(frozen=True)
+class RungSettings:
+    """Successive halving: ``rungs`` rungs, ``candidates`` at rung 1, rung ``r`` at ``tokens * eta**(r-1)`` tokens."""
+
+    rungs: int = 2
+    candidates: int = 4
+    tokens: int = 25_000
+    eta: int = 2
+    seed: int = 0
+    dtype: str = "auto"
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.rungs < 0:
+            raise ConfigError(f"--rungs {self.rungs} must not be negative (0: rank by the untrained loss only)")
+        if self.rungs and self.candidates < 1:
+            raise ConfigError(f"--rung-candidates {self.candidates} must be at least 1")
+        if self.rungs and self.tokens < 1:
+            raise ConfigError(f"--rung-tokens {self.tokens} must be positive")
+        if self.eta < 2:
+            raise ConfigError(f"--rung-eta {self.eta} must be at least 2 (the share kept per rung is 1/eta)")
+
+    def budget(self, rung: int) -> int:
+        """Cumulative training tokens of a candidate after ``rung`` (1-based)."""
+        return self.tokens * self.eta ** (rung - 1)
+
+
+@dataclass
+class RungResult:
+    """One candidate after one rung."""
+
+    candidate: Candidate
+    rung: int
+    tokens: int  # cumulative
+    loss: float  # search-split loss after training
+    student: Path  # the exported trained student
+    flops: int  # training FLOPs of this rung (student 3x forward + teacher forward) plus its scoring
+
+
+def run_rungs(state: BinRun, settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor, out: Path,
+              seq_len: int, resume: bool) -> list[RungResult]:
+    """Successive halving over the best candidates of one bin; every result, rung by rung (the last
+    rung's best is the winner)."""
+    if not settings.rungs:
+        return []
+    seen, alive = set(), []
+    for cand in sorted(state.candidates, key=lambda c: (c.loss, c.spec_hash)):
+        if cand.spec_hash not in seen:
+            seen.add(cand.spec_hash)
+            alive.append(cand)
+    alive = alive[: settings.candidates]
+    results: list[RungResult] = []
+    previous: dict[str, RungResult] = {}
+    for rung in range(1, settings.rungs + 1):
+        scored = [_train_one(c, rung, previous.get(c.spec_hash), settings, teacher, data, windows,
+                             out / state.table.bin.label, seq_len, resume) for c in alive]
+        results += scored
+        scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
+        log.info("%s rung %d: %s", state.table.bin.label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
+        previous = {r.candidate.spec_hash: r for r in scored}
+        if rung < settings.rungs:
+            alive = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
+    return results
+
+
+def winner(results: list[RungResult]) -> RungResult | None:
+    """The best candidate of the last rung."""
+    if not results:
+        return None
+    last = max(r.rung for r in results)
+    return min((r for r in results if r.rung == last), key=lambda r: (r.loss, r.candidate.spec_hash))
+
+
+def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: RungSettings, teacher: Any,
+               data: str, windows: torch.Tensor, root: Path, seq_len: int, resume: bool) -> RungResult:
+    from headstart.commands.train import run as train
+    from headstart.teacher import load_model
+    from headstart.train.build import SUMMARY
+    from headstart.train.config import TrainConfig
+
+    run_dir = root / cand.spec_hash / f"rung{rung}"
+    done = run_dir / RUNG_FILE
+    if not done.is_file():
+        if parallel.is_main():
+            run_dir.mkdir(parents=True, exist_ok=True)
+        spec_file = run_dir.parent / "spec.yaml"
+        if parallel.is_main() and not spec_file.is_file():
+            cand.spec.save(spec_file)
+        parallel.barrier()
+        start = str(before.student) if before is not None else str(spec_file)
+        tokens = settings.budget(rung) - (before.tokens if before is not None else 0)
+        cfg = TrainConfig(student=start, teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
+                          seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, eval_windows=0,
+                          eval_every=0, save_every=max(1, tokens // (settings.batch_size * seq_len) // 4),
+                          keep=1, progress=False, dtype=settings.dtype,
+                          resume=resume and (run_dir / "checkpoints").is_dir())
+        train(cfg, teacher=teacher)
+        student_dir = run_dir / "student"
+        summary = json.loads((student_dir / SUMMARY).read_text())
+        model = load_model(student_dir)
+        s, n = sum_cross_entropy(model, windows[parallel.rank()::parallel.world_size()])
+        sums = parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64))
+        flops = summary["student_train_flops"] + summary["teacher_flops"] + cand.flops * int(sums[1])
+        record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung),
+                  "loss": float(sums[0] / sums[1]), "untrained_loss": cand.loss, "flops": flops,
+                  "student": str(student_dir)}
+        if parallel.is_main():
+            _write_json(done, record)
+        parallel.barrier()
+    record = json.loads(done.read_text())
+    return RungResult(cand, rung, int(record["tokens"]), float(record["loss"]), Path(record["student"]),
+                      int(record["flops"]))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
