@@ -1,33 +1,43 @@
-"""Search quality on the real teacher: evolution + importance vs random + importance vs random + first-k.
+"""Search quality on the real teacher: the search as shipped vs random sampling, judged after training.
 
-SmolLM2-135M (builtin, offline) on Shakespeare (builtin corpus, prepared once into the headstart
-cache), one budget near half the teacher's parameters, the same number of evaluations per run:
+SmolLM2-135M (builtin, offline) on Shakespeare (builtin corpus), the bin 45-55 % of the teacher's
+parameters, per seed:
 
-  (a) evolution/importance   headstart's default
-  (b) random/importance      random sampling, importance-ordered slicing
-  (c) random/first-k         whittle's setting: random shapes, first-k slicing, prefix layers
+  default            the search as shipped: evolution in importance order, bf16 fitness with early
+                     abandonment, training-aware rungs (successive halving)
+  random-importance  random sampling in importance order, untrained ranking only, given the same search
+                     FLOPs as ``default`` (what the rungs cost, it spends on more evaluations)
+  random-first-k     whittle's setting: random shapes, first-k slicing, prefix layers, untrained ranking
 
-All three run inside one ``headstart search --baselines`` job (same bin, windows and fitness), so the
-reference is measured in the same run. Writes ``bench/results/search_quality.json`` and prints it.
+Each method's winner is scored untrained on fixed ``val`` windows the search never saw
+(``heldout_loss``), then trained with the same fixed budget (KD from the teacher, the same options for
+every method) and scored again on those windows (``trained_loss``). ``fitness_speedup`` times the
+shipped fitness (bf16 where the CPU is fast at it) against the plain fp32 path on the same candidates
+in one run, and ``rank_correlation`` is Spearman's rho between their losses.
 
-    python bench/search_quality.py [--evaluations 30] [--windows 8] [--seq-len 256] [--seeds 0,1,2]
+The measurement is resumable run by run: every (method, seed) result is a JSON file under
+``bench/results/search_quality/``; a rerun skips what is finished, so seeds can be added later.
+Writes ``docs/search_quality.json``.
 
-One seed (the default) takes about 5-9 minutes on 2 free cores; ``--seeds`` repeats the three runs
-per seed (the teacher, data and importance are loaded once) and reports every seed and the mean.
+    python bench/search_quality.py [--seeds 0,1,2] [--evaluations 60] [--train-tokens 200000]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import shutil
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
 
 MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_TOP_PAD_": "1073741824"}
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "search_quality"
+METHODS = ("default", "random-importance", "random-first-k")
 
 
 def _reexec_with_malloc_settings() -> None:
@@ -38,101 +48,194 @@ def _reexec_with_malloc_settings() -> None:
         os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--evaluations", type=int, default=30, help="evaluations per run (one bin)")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--evaluations", type=int, default=60, help="untrained evaluations per method and seed")
     p.add_argument("--population", type=int, default=8)
-    p.add_argument("--windows", type=int, default=8, help="search windows per fitness evaluation")
+    p.add_argument("--windows", type=int, default=16, help="search-split windows per evaluation")
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--fraction", type=float, default=0.5, help="budget as a fraction of the teacher's parameters")
-    p.add_argument("--tolerance", type=float, default=0.05)
-    p.add_argument("--seeds", default="0", help="comma-separated search seeds")
-    args = p.parse_args()
-    _reexec_with_malloc_settings()
+    p.add_argument("--heldout-windows", type=int, default=16, help="val windows the winners are scored on")
+    p.add_argument("--train-tokens", type=int, default=200_000, help="training budget of every winner")
+    p.add_argument("--rung-tokens", type=int, default=8192, help="default's rung-1 tokens")
+    p.add_argument("--speed-candidates", type=int, default=60, help="candidates timed fp32 vs shipped fitness")
+    p.add_argument("--out", default=str(ROOT / "docs" / "search_quality.json"))
+    p.add_argument("--results", default=str(RESULTS), help="per-run results (a rerun skips what is there)")
+    p.add_argument("--model", default="builtin:smollm2-135m", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", default="builtin:shakespeare", help=argparse.SUPPRESS)
+    p.add_argument("--fraction", type=float, default=0.5, help=argparse.SUPPRESS)
+    return p.parse_args()
 
+
+def main() -> None:
+    args = _args()
+    _reexec_with_malloc_settings()
     import logging
 
     from headstart.assets import cache_dir
-    from headstart.configs import SearchConfig
-    from headstart.data import prepare
-    from headstart.search.fitness import Fitness
-    from headstart.search.pipeline import load_windows, run_job
-    from headstart.search.report import table
-    from headstart.selection import full
+    from headstart.data import fixed_windows, prepare
     from headstart.teacher import load_teacher
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
-    teacher = load_teacher("builtin:smollm2-135m")
-    data = prepare(["builtin:shakespeare"], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
-                   tokenizer_source="builtin:smollm2-135m", workers=1)
-    teacher_params = teacher.adapter.counts().params
-    budget = int(teacher_params * args.fraction)
-    per_seed, teacher_loss, bin = [], None, None
-    for seed in [int(x) for x in args.seeds.split(",")]:
-        out = RESULTS / "search_quality" / f"seed{seed}"
-        shutil.rmtree(out, ignore_errors=True)
-        job = SearchConfig(teacher="builtin:smollm2-135m", data=str(data), out=str(out), params=str(budget),
-                        tolerance=args.tolerance, strategy="evolution", order="importance",
-                        evaluations=args.evaluations, population=args.population, windows=args.windows,
-                        seq_len=args.seq_len, batch_size=args.batch_size, seed=seed, baselines=True)
-        if teacher_loss is None:
-            windows, _ = load_windows(job, teacher)
-            teacher_loss = Fitness(teacher, windows, batch_size=args.batch_size)(full(teacher.dims))
-        outcome = run_job(job, teacher=teacher, progress=_progress)
-        print(table(outcome), flush=True)
-        per_seed.append({"seed": seed, "runs": _runs(outcome)})
-        bin = outcome.tables[0].bin.to_dict()
-    result = _result(per_seed, args, teacher_params, budget, bin, teacher_loss, time.perf_counter() - start)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / "search_quality.json"
-    tmp = path.with_name(".search_quality.json.tmp")
+    logging.basicConfig(level=logging.WARNING)
+    teacher = load_teacher(args.model)
+    data = prepare([args.corpus], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
+                   tokenizer_source=args.model, workers=1)
+    heldout = fixed_windows(data, "val", args.seq_len, args.heldout_windows, seed=0)
+    budget = int(teacher.adapter.counts().params * args.fraction)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    speed = _cached(results / "fitness_speed.json", lambda: _fitness_speed(args, teacher, data, budget))
+    per = {m: [] for m in METHODS}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        default = _cached(results / f"default-seed{seed}.json",
+                          lambda seed=seed: _method(args, teacher, data, heldout, budget, "default", seed))
+        per["default"].append(default)
+        for method in METHODS[1:]:
+            per[method].append(_cached(results / f"{method}-seed{seed}.json",
+                                       lambda m=method, seed=seed, d=default: _method(
+                                           args, teacher, data, heldout, budget, m, seed, match_flops=d)))
+    result = _result(args, per, speed, heldout)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=1))
+
+
+def _cached(path: Path, compute) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
     tmp.replace(path)
-    print(json.dumps(result, indent=1))
+    return value
 
 
-def _progress(run, states, cand) -> None:
-    best = states[0].best
-    print(f"{run} #{len(states[0].candidates)}: loss {cand.loss:.3f} ({cand.params / 1e6:.1f}M, "
-          f"{cand.spec.describe()}, depth {cand.genome.depth}); best {best.loss:.3f}", flush=True)
+def _job(args, data, budget: int, out: Path, **over):
+    from headstart.configs import SearchConfig
+
+    base = dict(teacher=args.model, data=str(data), out=str(out), params=str(budget), tolerance=0.1,
+                evaluations=args.evaluations, population=args.population, windows=args.windows,
+                seq_len=args.seq_len, batch_size=4, rung_tokens=args.rung_tokens)
+    return SearchConfig(**{**base, **over})
 
 
-def _runs(outcome) -> dict:
+def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, match_flops: dict | None = None):
+    import shutil
+
+    from headstart.search.pipeline import run_job
     from headstart.search.report import summary
 
-    runs = {}
-    for run in summary(outcome)["runs"]:
-        [b] = run["bins"]
-        runs[run["run"]] = {
-            "best_loss": b["best_loss"], "best_params": b["best_params"], "best_sizes": b["best_sizes"],
-            "best_layers": b["best_layers"], "best_depth": b["best_depth"], "evaluations": b["evaluations"],
-            "computed": run["computed"], "evaluations_per_minute": run["evaluations_per_minute"],
-            "seconds": run["seconds"],
-        }
-    return runs
+    out = Path(args.results) / f"{method}-seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    if method == "default":
+        job = _job(args, data, budget, out, seed=seed)
+    elif method == "random-importance":  # the same search FLOPs: the rungs' cost buys more evaluations
+        per_eval = match_flops["screening_flops"] / max(1, match_flops["computed"])
+        extra = math.ceil(match_flops["rung_flops"] / per_eval) if per_eval else 0
+        job = _job(args, data, budget, out, seed=seed, strategy="random", rungs=0,
+                   evaluations=args.evaluations + extra)
+    else:
+        space = out.parent / "prefix-layers.yaml"
+        space.write_text("depth_modes: [top]\n")
+        job = _job(args, data, budget, out, seed=seed, strategy="random", order="first-k", rungs=0,
+                   space=str(space))
+    start = time.perf_counter()
+    outcome = run_job(job, teacher=teacher)
+    seconds = time.perf_counter() - start
+    s = summary(outcome)
+    run = s["runs"][0]
+    best = out / f"best-{outcome.tables[0].bin.label}.yaml"
+    heldout_loss, trained_loss = _score(args, teacher, data, heldout, best, out / "trained", seed)
+    return {"method": method, "seed": seed, "bin": outcome.tables[0].bin.to_dict(),
+            "evaluations": run["bins"][0]["evaluations"], "computed": run["computed"],
+            "abandoned": run["abandoned"], "evals_per_min": run["evaluations_per_minute"],
+            "screening_flops": s["flops"]["screening"], "rung_flops": s["flops"]["rungs"],
+            "search_flops": s["flops"]["total"], "search_seconds": round(seconds, 1),
+            "winner": str(best.name), "heldout_loss": heldout_loss, "trained_loss": trained_loss}
 
 
-def _result(per_seed: list, args, full: int, budget: int, bin: dict, teacher_loss: float, seconds: float) -> dict:
-    names = list(per_seed[0]["runs"])
+def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: int) -> tuple[float, float]:
+    """The winner's loss on the held-out windows untrained, and after ``--train-tokens`` of KD training."""
+    from headstart.commands.train import run as train
+    from headstart.extract import build_student
+    from headstart.lm_loss import sum_cross_entropy
+    from headstart.spec import SubnetSpec
+    from headstart.teacher import load_model
+    from headstart.train.config import TrainConfig
 
-    def mean(key: str, name: str) -> float:
-        return round(sum(s["runs"][name][key] for s in per_seed) / len(per_seed), 4)
+    s, n = sum_cross_entropy(build_student(teacher, SubnetSpec.load(spec_file)), heldout)
+    cfg = TrainConfig(student=str(spec_file), teacher=args.model, data=str(data), out=str(run_dir),
+                      tokens=args.train_tokens, seq_len=args.seq_len, batch_size=8, seed=seed, eval_windows=0,
+                      eval_every=0, save_every=10**6, progress=False)
+    train(cfg, teacher=teacher)
+    t, m = sum_cross_entropy(load_model(run_dir / "student"), heldout)
+    return round(s / n, 4), round(t / m, 4)
 
-    summary = {name: {"best_loss_mean": mean("best_loss", name),
-                      "best_loss_per_seed": [round(s["runs"][name]["best_loss"], 4) for s in per_seed],
-                      "evaluations_per_minute_mean": mean("evaluations_per_minute", name)} for name in names}
-    evo = summary["evolution/importance"]["best_loss_mean"]
+
+def _fitness_speed(args, teacher, data, budget: int) -> dict:
+    """The shipped fitness (``--dtype auto``) vs plain fp32 on the same candidates, timed in one run."""
+    from headstart.search.bins import SizeGrid, make_bins
+    from headstart.search.fitness import Fitness
+    from headstart.search.operators import sample
+    from headstart.search.pipeline import load_windows
+    from headstart.search.space import SearchSpace, default_space
+    from headstart.selection import Orders
+
+    job = _job(args, data, budget, Path(args.results) / "speed")
+    windows, _ = load_windows(job, teacher)
+    space = SearchSpace(default_space(teacher.dims), teacher.adapter, Orders.first_k(teacher.dims))
+    [table] = make_bins(SizeGrid(space), [budget], 0.1)
+    rng = random.Random(0)
+    specs = [space.to_spec(sample(space, table, rng)) for _ in range(args.speed_candidates)]
+    fitness = {"float32": Fitness(teacher, windows, dtype="float32"), "auto": Fitness(teacher, windows, dtype="auto")}
+    losses, seconds = {k: [] for k in fitness}, dict.fromkeys(fitness, 0.0)
+    for spec in specs:  # interleaved, so load changes hit both alike
+        for name, fit in fitness.items():
+            start = time.perf_counter()
+            losses[name].append(fit(spec))
+            seconds[name] += time.perf_counter() - start
+    return {"candidates": len(specs), "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "fitness_speedup": round(seconds["float32"] / seconds["auto"], 3),
+            "rank_correlation": round(_spearman(losses["float32"], losses["auto"]), 4),
+            "max_abs_diff": round(max(abs(a - b) for a, b in zip(losses["float32"], losses["auto"])), 4)}
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x):
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        for pos, i in enumerate(order):
+            r[i] = float(pos)
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def _result(args, per: dict, speed: dict, heldout) -> dict:
+    methods = {m: {key: [r[key] for r in runs] for key in ("heldout_loss", "trained_loss", "search_flops",
+                                                          "evals_per_min", "evaluations", "abandoned")}
+               for m, runs in per.items()}
+    for m in methods.values():
+        m["heldout_ppl_median"] = round(math.exp(statistics.median(m["heldout_loss"])), 1)
+    default, rand = per["default"], per["random-importance"]
     return {
-        "teacher": "builtin:smollm2-135m", "teacher_params": full, "teacher_loss": round(teacher_loss, 4),
-        "budget": budget, "bin": bin, "evaluations_per_run": args.evaluations, "population": args.population,
-        "windows": args.windows, "seq_len": args.seq_len, "seeds": [s["seed"] for s in per_seed],
-        "summary": summary,
-        "evolution_minus_whittle_nats": round(evo - summary["random/first-k"]["best_loss_mean"], 4),
-        "evolution_minus_random_importance_nats": round(evo - summary["random/importance"]["best_loss_mean"], 4),
-        "per_seed": per_seed,
-        "total_seconds": round(seconds, 1),
+        "teacher": args.model, "bin": default[0]["bin"], "evaluations": args.evaluations,
+        "seeds": [r["seed"] for r in default], "heldout_tokens": int(heldout[:, 1:].numel()),
+        "train_tokens": args.train_tokens, "rung_tokens": args.rung_tokens,
+        "fitness_speedup": speed["fitness_speedup"], "rank_correlation": speed["rank_correlation"],
+        "fitness_speed": speed, "methods": methods,
+        "targets": {
+            "default_median_heldout_ppl_le_234": methods["default"]["heldout_ppl_median"] <= 234,
+            "default_trained_le_random_importance_every_seed": all(
+                d["trained_loss"] <= r["trained_loss"] for d, r in zip(default, rand)),
+            "fitness_speedup_ge_2": speed["fitness_speedup"] >= 2,
+        },
         "torch_threads": __import__("torch").get_num_threads(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }

@@ -54,10 +54,14 @@ class Fitness:
                 "prepare the data with the teacher's tokenizer"
             )
         self.teacher = teacher
-        self.state = teacher.model.state_dict()
         self.batch_size = batch_size
         self.device = next(teacher.model.parameters()).device
-        self.autocast = autocast_dtype(self.device, dtype)
+        low = autocast_dtype(self.device, dtype)
+        # Low precision: the teacher's weights are cast once and candidates are sliced from that copy and
+        # run natively in it (autocast would cast every weight again on every call, which costs as much
+        # as it saves on a CPU). Norms and the loss still accumulate in float32.
+        self.state = {k: v.to(low) if low is not None and v.is_floating_point() else v
+                      for k, v in teacher.model.state_dict().items()}
         self.total_windows = windows.shape[0]
         self.windows = windows[parallel.rank()::parallel.world_size()].contiguous()  # this rank's share
         if not 0 <= abandon_after < 1:
@@ -75,7 +79,7 @@ class Fitness:
     def _sums(self, student: PreTrainedModel, windows: torch.Tensor) -> torch.Tensor:
         s, n = 0.0, 0
         if windows.shape[0]:
-            s, n = sum_cross_entropy(student, windows, self.batch_size, self.autocast, adapter=self.teacher.adapter)
+            s, n = sum_cross_entropy(student, windows, self.batch_size, adapter=self.teacher.adapter)
         return parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64, device=self.device))
 
     def __call__(self, spec: SubnetSpec, threshold: float | None = None) -> float:
