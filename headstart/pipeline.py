@@ -213,7 +213,7 @@ class Pipeline:
         from headstart.train.build import load_student
 
         student, _ = load_student(cfg.student, self.teacher, cfg.seed)
-        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed)
+        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
         return {"tokens": 0, "val_loss": perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]}
 
     def evaluate(self) -> Path:
