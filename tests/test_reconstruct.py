@@ -9,7 +9,7 @@ import torch
 from tiny import FAMILIES, VOCAB, tiny_model, tiny_tokenizer
 
 from headstart.extract import build_student
-from headstart.reconstruct import collect_moments, reconstruct
+from headstart.reconstruct import collect_grams, reconstruct
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
 
@@ -28,40 +28,36 @@ def _reduced(family: str, teacher: Teacher) -> SubnetSpec:
     return teacher.adapter.validate(SubnetSpec.from_sizes(teacher.dims, layers=3, hidden=48, mlp=40, **heads))
 
 
-def _inputs(model, adapter, layers) -> dict:
-    """Inputs of the output projections of ``layers`` of ``model`` on CALIB: {(position, part): [N, in]}."""
+def _layer_errors(teacher: Teacher, spec: SubnetSpec, student) -> list[float]:
+    """Per kept layer and projection: squared error of the student's projection against the teacher's
+    whole output (sliced to the kept channels), on the teacher's own inputs, computed directly."""
+    adapter = teacher.adapter
     inputs: dict = {}
 
     def keep(key):
         def hook(_module, args):
-            inputs[key] = args[0].reshape(-1, args[0].shape[-1]).double()
+            inputs[key] = args[0].reshape(-1, args[0].shape[-1])
         return hook
 
-    blocks = adapter.decoder_layers(model)
-    hooks = [get(blocks[t]).register_forward_pre_hook(keep((i, part)))
-             for i, t in enumerate(layers)
-             for part, get in (("attn", adapter.attn_output_proj), ("mlp", adapter.mlp_output_proj))]
+    hooks = []
+    blocks = adapter.decoder_layers(teacher.model)
+    for t in spec.layers:
+        for part, get in (("attn", adapter.attn_output_proj), ("mlp", adapter.mlp_output_proj)):
+            hooks.append(get(blocks[t]).register_forward_pre_hook(keep((t, part))))
     with torch.no_grad():
-        model(input_ids=CALIB)
+        teacher.model(input_ids=CALIB)
     for h in hooks:
         h.remove()
-    return inputs
-
-
-def _layer_errors(teacher: Teacher, spec: SubnetSpec, plain, student) -> list[float]:
-    """Per kept layer and projection, computed directly: squared error of ``student``'s projection fed the
-    plain-sliced student's inputs, against the teacher layer's whole output sliced to the kept channels."""
-    adapter = teacher.adapter
-    x = _inputs(teacher.model, adapter, spec.layers)
-    z = _inputs(plain, adapter, range(len(spec.layers)))
-    rows, blocks, s_blocks = torch.as_tensor(spec.hidden), adapter.decoder_layers(teacher.model), \
-        adapter.decoder_layers(student)
     errors = []
+    rows = torch.as_tensor(spec.hidden)
+    s_blocks = adapter.decoder_layers(student)
     for i, t in enumerate(spec.layers):
-        for part, get in (("attn", adapter.attn_output_proj), ("mlp", adapter.mlp_output_proj)):
-            y = x[(i, part)] @ get(blocks[t]).weight.detach().double()[rows].T
-            pred = z[(i, part)] @ get(s_blocks[i]).weight.detach().double().T
-            errors.append(float(((pred - y) ** 2).sum()))
+        for part, cols, get in zip(("attn", "mlp"), adapter.output_columns(spec, i),
+                                   (adapter.attn_output_proj, adapter.mlp_output_proj)):
+            x = inputs[(t, part)].double()
+            y = x @ get(blocks[t]).weight.double()[rows].T
+            pred = x[:, torch.as_tensor(cols)] @ get(s_blocks[i]).weight.double().T
+            errors.append(float(((pred - y) ** 2).sum().detach()))
     return errors
 
 
@@ -72,7 +68,7 @@ def test_reconstruction_never_raises_layer_error(family):
     plain = build_student(teacher, spec)
     refit = build_student(teacher, spec)
     stats = reconstruct(teacher, spec, refit, CALIB, ridge=1e-3)
-    before, after = _layer_errors(teacher, spec, plain, plain), _layer_errors(teacher, spec, plain, refit)
+    before, after = _layer_errors(teacher, spec, plain), _layer_errors(teacher, spec, refit)
     for b, a in zip(before, after):
         assert a <= b * (1 + 1e-9) + 1e-9
     assert sum(after) < 0.9 * sum(before)  # the MLP drops neurons: the refit must help, not just tie
@@ -91,14 +87,10 @@ def test_full_spec_is_unchanged(family):
     assert diff < 1e-4
 
 
-def test_moments_are_sums_over_tokens():
+def test_grams_are_sums_over_tokens():
     teacher = _teacher("llama")
-    spec = _reduced("llama", teacher)
-    student = build_student(teacher, spec)
-    whole = collect_moments(teacher, student, spec, CALIB, batch_size=8)
-    split = collect_moments(teacher, student, spec, CALIB, batch_size=3)
-    assert set(whole) == {(i, part) for i in range(3) for part in ("attn", "mlp")}
-    assert whole[(1, "mlp")].zz.shape == (40, 40) and whole[(1, "mlp")].zx.shape == (40, 96)
-    assert whole[(1, "mlp")].zz.dtype == torch.float64
-    assert torch.allclose(whole[(1, "mlp")].zx, split[(1, "mlp")].zx, rtol=1e-5, atol=1e-6)
-    assert whole[(1, "mlp")].yy == pytest.approx(split[(1, "mlp")].yy, rel=1e-6)
+    whole = collect_grams(teacher.model, teacher.adapter, [1], CALIB, batch_size=8)
+    split = collect_grams(teacher.model, teacher.adapter, [1], CALIB, batch_size=3)
+    assert set(whole) == {(1, "attn"), (1, "mlp")}
+    assert whole[(1, "mlp")].dtype == torch.float64
+    assert torch.allclose(whole[(1, "mlp")], split[(1, "mlp")], rtol=1e-5, atol=1e-6)

@@ -204,7 +204,9 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
         online.to(half)  # no gradients: the teacher runs in half precision
     loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
                           world_size=parallel.world_size())
-    val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed()) if cfg.eval_windows else None
+    val = None
+    if cfg.eval_windows:
+        val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
     if parallel.is_main():
         write_config(cfg)
     flops = {"student": _flops(student, cfg.seq_len), "teacher": _flops(online, cfg.seq_len)}
