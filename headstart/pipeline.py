@@ -189,7 +189,8 @@ class Pipeline:
 
         init, _ = RUNS[name]
         spec = self.out / "students" / label / ("first-k.yaml" if init == "first-k" else "searched.yaml")
-        cfg = self.recipe.train_config(name, label, spec)
+        source = self._reconstructed(label, spec) if init != "random" and self.recipe.extract.reconstruct else spec
+        cfg = self.recipe.train_config(name, label, source)
         stage, out = f"train:{label}:{name}", Path(cfg.out)
         key = _hash([self.keys["search"], cfg.to_dict()])
         if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
@@ -204,6 +205,27 @@ class Pipeline:
         train.run(cfg, teacher=self.teacher)
         write_text(out / INITIAL, json.dumps(self._initial_loss(cfg)))
         self._finish(stage, key)
+        return out
+
+    def _reconstructed(self, label: str, spec_file: Path) -> Path:
+        """The student of ``spec_file`` extracted with reconstructed weights (``extract.reconstruct``), made once."""
+        from headstart.calibration import calibration_tokens
+        from headstart.extract import build_student, export
+        from headstart.reconstruct import reconstruct
+        from headstart.spec import SubnetSpec
+
+        out = spec_file.with_suffix("")
+        extract = self.recipe.extract
+        stage, key = f"extract:{label}:{out.name}", _hash([self.keys["search"], dataclasses.asdict(extract)])
+        if not self._done(stage, key, [out / "config.json"]):
+            shutil.rmtree(out, ignore_errors=True)
+            teacher, spec = self.teacher, SubnetSpec.load(spec_file)
+            tokens = calibration_tokens(str(self.out / "data"), teacher.tokenizer, extract.calib_samples,
+                                        extract.calib_seq_len, extract.seed)
+            student = build_student(teacher, spec)
+            stats = reconstruct(teacher, spec, student, tokens, ridge=extract.ridge)
+            export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
+            self._finish(stage, key, flops=stats["flops"])
         return out
 
     def _initial_loss(self, cfg: Any) -> dict[str, float]:

@@ -94,3 +94,28 @@ def test_grams_are_sums_over_tokens():
     assert set(whole) == {(1, "attn"), (1, "mlp")}
     assert whole[(1, "mlp")].dtype == torch.float64
     assert torch.allclose(whole[(1, "mlp")], split[(1, "mlp")], rtol=1e-5, atol=1e-6)
+
+
+def test_recipe_extract_section_trains_from_reconstructed_students(tiny_teacher_dirs, tmp_path):
+    import yaml
+    from test_pipeline import _recipe
+
+    from headstart.errors import ConfigError
+    from headstart.pipeline import Pipeline
+    from headstart.recipe import load_recipe
+
+    data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
+    data["extract"] = {"reconstruct": True, "calib_samples": 4, "calib_seq_len": 32}
+    data["compare"] = {"runs": ["random-ce", "searched-ce"]}
+    data["train"]["tokens"] = 512
+    pipe = Pipeline(load_recipe(data), say=lambda _: None)
+    pipe.run(only="train")
+    students = tmp_path / "out" / "students" / "bin0-110k"
+    config = yaml.safe_load((tmp_path / "out" / "runs" / "bin0-110k" / "searched-ce" / "config.yaml").read_text())
+    assert config["student"] == str(students / "searched")
+    meta = yaml.safe_load((students / "searched" / "headstart_spec.yaml").read_text())
+    assert meta["reconstruction"]["error_after"] <= meta["reconstruction"]["error_before"]
+    random_cfg = yaml.safe_load((tmp_path / "out" / "runs" / "bin0-110k" / "random-ce" / "config.yaml").read_text())
+    assert random_cfg["student"] == f"random:{students / 'searched.yaml'}"
+    with pytest.raises(ConfigError, match="extract.spec .*set by the recipe"):
+        load_recipe({**data, "extract": {"spec": "x.yaml"}})
