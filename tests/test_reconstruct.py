@@ -6,9 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import FAMILIES, VOCAB, tiny_model, tiny_tokenizer
+import yaml
+from safetensors.torch import load_file
+from test_pipeline import _recipe
+from tiny import FAMILIES, TEXT, VOCAB, tiny_model, tiny_tokenizer
 
+from headstart.cli import main
+from headstart.errors import ConfigError
 from headstart.extract import build_student
+from headstart.pipeline import Pipeline
+from headstart.recipe import load_recipe
 from headstart.reconstruct import collect_grams, reconstruct
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
@@ -97,13 +104,6 @@ def test_grams_are_sums_over_tokens():
 
 
 def test_recipe_extract_section_trains_from_reconstructed_students(tiny_teacher_dirs, tmp_path):
-    import yaml
-    from test_pipeline import _recipe
-
-    from headstart.errors import ConfigError
-    from headstart.pipeline import Pipeline
-    from headstart.recipe import load_recipe
-
     data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
     data["extract"] = {"reconstruct": True, "calib_samples": 4, "calib_seq_len": 32}
     data["compare"] = {"runs": ["random-ce", "searched-ce"]}
@@ -119,3 +119,17 @@ def test_recipe_extract_section_trains_from_reconstructed_students(tiny_teacher_
     assert random_cfg["student"] == f"random:{students / 'searched.yaml'}"
     with pytest.raises(ConfigError, match="extract.spec .*set by the recipe"):
         load_recipe({**data, "extract": {"spec": "x.yaml"}})
+
+
+def test_extract_command_reconstructs(tiny_teacher_dirs, tmp_path):
+    calib = tmp_path / "calib.txt"
+    calib.write_text(TEXT * 20)
+    common = ["--teacher", str(tiny_teacher_dirs["llama"]), "--layers", "3", "--mlp", "48", "--calib", str(calib),
+              "--calib-samples", "4", "--calib-seq-len", "32"]
+    assert main(["extract", "--out", str(tmp_path / "plain"), *common]) == 0
+    assert main(["extract", "--out", str(tmp_path / "rec"), "--reconstruct", *common]) == 0
+    plain, rec = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "rec" / "model.safetensors")
+    changed = [k for k in plain if not torch.equal(plain[k], rec[k])]
+    assert changed and all(k.endswith(("o_proj.weight", "down_proj.weight")) for k in changed)
+    meta = yaml.safe_load((tmp_path / "rec" / "headstart_spec.yaml").read_text())
+    assert meta["reconstruction"]["error_after"] < meta["reconstruction"]["error_before"]
