@@ -28,7 +28,7 @@ from headstart.train.config import RUN_ONLY, TrainConfig
 from headstart.train.hidden_loss import HiddenMap, capture, hidden_loss_sum
 from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
 from headstart.train.metrics import MetricsLogger
-from headstart.train.schedule import lr_at
+from headstart.train.optim import autocast_for, build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +141,6 @@ def train_step(ctx: StepContext, batches: list[torch.Tensor], step: int, distill
     ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
     return {"loss": loss, "ce": ce, "kd": kd, "hidden": hidden, "grad_norm": norm, "tokens": float(n_valid)}
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (fused where the device supports it); no weight decay on vectors (norms, biases)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-
-
-def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    """Autocast in ``--dtype`` (:mod:`headstart.precision`; disabled for float32)."""
-    from headstart.precision import compute_dtype
-
-    dtype = compute_dtype(cfg.dtype, device)
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 @torch.no_grad()
