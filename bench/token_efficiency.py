@@ -1,120 +1,257 @@
-"""Token efficiency: the paper's comparison at a larger budget, as tokens- and FLOPs-to-target ratios.
+"""Token efficiency, resumable run by run: tokens and FLOPs to reach random init's final loss.
 
-Runs the pipeline (``headstart run``) on a recipe, by default the embedded demo's (SmolLM2-135M
-teacher, Shakespeare, a ~50M student), with every run's budget set to ``--tokens``. In two passes:
+For every seed, the demo recipe (or ``--recipe``) is prepared and searched once (``OUT/seed<S>/``:
+the seed changes the search, the students' init and the data order). For every budget (training
+tokens), the random-init baseline (CE only) trains for the whole budget first; its final validation
+loss is that (budget, seed)'s target, and every other run trains on the same schedule with
+``--target-loss`` set to it, so it stops at the first validation that reaches it (``--full`` trains to
+the end). Every run writes its result to ``OUT/results/<budget>/seed<S>/<run>.json``; a rerun skips
+finished runs and resumes an interrupted one from its newest checkpoint, so the measurement can be
+completed in parts and extended by a seed, a budget or a run later.
 
-1. the random-initialisation baseline (CE only) trains for the whole budget; its final validation
-   loss is the target;
-2. the other runs train on the same schedule (the same budget, so the same learning-rate curve) with
-   ``--target-loss`` set to that target, so each stops at the first validation that reaches it
-   (``--full`` trains them to the end instead). Up to that point a stopped run is step for step the
-   full run, so its tokens and FLOPs to the target are the same.
+Validation uses ``--val-windows`` fixed windows of the val split (128 x 128 = 16,384 predicted
+tokens by default), the same windows for every run and seed. FLOPs count 3x the student's forward per
+training token, the teacher's forward for every token trained while distillation is on, and for
+searched students the importance pass, every search evaluation, and the reconstruction pass
+(teacher forward, Gram accumulation and solves) where the run starts from reconstructed weights.
 
-Then the pipeline evaluates every student and writes its report (``OUT/report/``); this script writes
-the comparison rows and the searched+KD student's ratios against random initialisation as JSON.
-FLOPs are counted as in the report: student training FLOPs, the teacher's forward passes for
-distilled runs, and, for searched students, the importance pass and every search evaluation.
+The runs (``--runs``; the baseline always comes first) are the variants of :data:`VARIANTS`, each
+changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``) lists per budget
+and run the per-seed token and FLOPs ratios against random init, with their mean and spread.
 
-    .venv/bin/python bench/token_efficiency.py                  # 1M tokens per run, ~1-2 h on 2 cores
-    .venv/bin/python bench/token_efficiency.py --tokens 200000  # a quicker look
+    .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
+    .venv/bin/python bench/token_efficiency.py --budgets 250000,500000,1000000 --seeds 0,1,2   # hours
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from headstart.commands.demo import demo_recipe
+from headstart.config import build
 from headstart.pipeline import Pipeline
-from headstart.recipe import RUNS, RecipeConfig, load_recipe
-from headstart.report import run_curve
+from headstart.recipe import load_recipe
+from headstart.report import crossing, run_curve, setup_costs
+from headstart.train.config import TrainConfig
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
+CALIB = (64, 128)  # reconstruction: calibration windows x tokens from the train split
+
+#: run name -> how it starts ("random" or "searched"), whether its weights are reconstructed, and
+#: the train options it changes from the recipe's train section (distilled unless ``kd: none``).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "random-ce": {"init": "random", "train": {"kd": "none"}},
+    "searched-ce": {"init": "searched", "train": {"kd": "none"}},
+    "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": "none"}},
+    "searched-kd": {"init": "searched", "train": {}},
+    "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
+    "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
+    "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
+    "searched-kd-wsd": {"init": "searched", "train": {"schedule": "wsd"}},
+    "searched-kd-t2": {"init": "searched", "train": {"temperature": 2.0}},
+}
 
 
-def _shown(path: Path) -> str:
-    """``path`` as the JSON records it: relative to the working directory when under it (no machine paths)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
 
 
-def build_recipe(args: argparse.Namespace, runs: list[str], target: float | None) -> RecipeConfig:
-    """The recipe of one pass: the demo's (or --recipe), resized, with the target on the non-baseline runs."""
+def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
+    """Prepare and search for ``seed`` (cached in ``OUT/seed<S>``); the pipeline holds the teacher."""
     data = yaml.safe_load(Path(args.recipe).read_text()) if args.recipe else demo_recipe()
-    data["out"] = str(args.out)
-    data["seed"] = args.seed
-    steps = args.tokens // (data["train"].get("batch_size", 8) * data["train"].get("seq_len", 256))
-    data["train"].update(tokens=args.tokens, eval_every=args.eval_every or max(1, steps // args.evals),
-                         save_every=max(1, steps // 10))
+    data.update(out=str(args.out / f"seed{seed}"), seed=seed)
     if args.evaluations:
         data["search"]["evaluations"] = args.evaluations
-    compare = data.setdefault("compare", {})
-    compare["runs"] = runs
-    compare["baseline"] = "random-ce"
-    if target is not None and not args.full:
-        compare["overrides"] = {name: {"target_loss": target} for name in runs if name != "random-ce"}
-    return load_recipe(data, where="the token-efficiency recipe")
+    data.setdefault("compare", {}).update(runs=["random-ce", "searched-kd"], baseline="random-ce")
+    pipe = Pipeline(load_recipe(data, where="the token-efficiency recipe"), say=lambda m: print(m, flush=True))
+    pipe.run(only="search")
+    return pipe
+
+
+def reconstructed(pipe: Pipeline, label: str) -> tuple[Path, dict[str, Any]]:
+    """The searched student of ``label`` extracted with reconstructed weights (made once); its stats."""
+    from headstart.calibration import calibration_tokens
+    from headstart.extract import build_student, export
+    from headstart.reconstruct import reconstruct
+    from headstart.spec import SubnetSpec
+
+    out = pipe.out / "students" / label / "searched-rec"
+    stats_file = out.with_suffix(".json")
+    if not (out.is_dir() and stats_file.is_file()):
+        shutil.rmtree(out, ignore_errors=True)
+        teacher, spec = pipe.teacher, SubnetSpec.load(pipe.out / "students" / label / "searched.yaml")
+        tokens = calibration_tokens(str(pipe.out / "data"), teacher.tokenizer, *CALIB, seed=pipe.recipe.seed)
+        student = build_student(teacher, spec)
+        t0 = time.time()
+        stats = reconstruct(teacher, spec, student, tokens)
+        export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
+        _write_json(stats_file, {**stats, "wall_s": time.time() - t0})
+    return out, json.loads(stats_file.read_text())
+
+
+def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: int, student: str,
+                 target: float | None, run_dir: Path) -> TrainConfig:
+    """The training options of run ``name``: the recipe's train section, the variant's changes, the budget."""
+    from headstart.train.checkpoint import latest_checkpoint
+
+    recipe = pipe.recipe
+    values = {**dataclasses.asdict(recipe.train), **VARIANTS[name]["train"]}
+    steps = budget // (values["batch_size"] * values["seq_len"])
+    baseline = name == "random-ce"
+    values.update(tokens=budget, student=student, teacher=recipe.teacher, data=str(pipe.out / "data"),
+                  out=str(run_dir), eval_windows=args.val_windows, eval_seed=0, progress=False,
+                  eval_every=max(1, steps // args.baseline_evals) if baseline else args.eval_every,
+                  save_every=max(1, steps // 10), target_loss=None if baseline or args.full else target,
+                  resume=latest_checkpoint(run_dir) is not None)
+    return build(TrainConfig, values, where=f"run {name}")
+
+
+def initial_loss(pipe: Pipeline, cfg: TrainConfig) -> float:
+    """Validation loss of the run's starting point on its validation windows."""
+    from headstart.data import fixed_windows
+    from headstart.evaluate import perplexity
+    from headstart.train.build import load_student
+
+    student, _ = load_student(cfg.student, pipe.teacher, cfg.seed)
+    windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
+    return perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]
+
+
+def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
+            baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """Train run ``name`` at ``budget`` (unless its result exists) and return its result."""
+    from headstart.commands import train
+    from headstart.train.build import SUMMARY
+
+    seed = pipe.recipe.seed
+    result_file = args.out / "results" / str(budget) / f"seed{seed}" / f"{name}.json"
+    if result_file.is_file():
+        print(f"[{budget} seed {seed} {name}] done earlier, skipped", flush=True)
+        return json.loads(result_file.read_text())
+    variant, label = VARIANTS[name], pipe.labels[0]
+    spec = pipe.out / "students" / label / "searched.yaml"
+    setup: dict[str, float] = {}
+    if variant["init"] == "searched":
+        teacher_fpt = json.loads((pipe.out / "search" / "teacher.json").read_text())["flops_per_token"]
+        setup = setup_costs(pipe.out, pipe.recipe, teacher_fpt, 0)
+    student = f"random:{spec}" if variant["init"] == "random" else str(spec)
+    if variant.get("reconstruct"):
+        path, stats = reconstructed(pipe, label)
+        student, setup["reconstruction"] = str(path), stats["flops"]
+    run_dir = args.out / f"seed{seed}" / "runs" / str(budget) / name
+    cfg = train_config(pipe, args, name, budget, student, baseline["final_loss"] if baseline else None, run_dir)
+    if not cfg.resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "initial.json").is_file():
+        _write_json(run_dir / "initial.json", {"tokens": 0, "val_loss": initial_loss(pipe, cfg)})
+    print(f"[{budget} seed {seed} {name}] training ({'resuming' if cfg.resume else 'fresh'})", flush=True)
+    t0 = time.time()
+    summary = json.loads((train.run(cfg, teacher=pipe.teacher) / "student" / SUMMARY).read_text())
+    curve = run_curve(run_dir, name, name, setup_flops=sum(setup.values()))
+    result = {"run": name, "seed": seed, "budget": budget, "variant": variant, "setup_flops": setup,
+              "initial_loss": curve.val_loss[0], "final_loss": curve.final_loss, "trained_tokens": summary["tokens"],
+              "teacher_tokens": summary["teacher_tokens"], "tokens": curve.tokens, "flops": curve.flops,
+              "val_loss": curve.val_loss, "wall_s": time.time() - t0, "target_loss": None}
+    if baseline is not None:
+        target = baseline["final_loss"]
+        tok, flops = crossing(curve.tokens, curve.val_loss, target), crossing(curve.flops, curve.val_loss, target)
+        result.update(target_loss=target, tokens_to_target=tok, flops_to_target=flops,
+                      token_ratio=baseline["tokens"][-1] / tok if tok else None,
+                      flops_ratio=baseline["flops"][-1] / flops if flops else None)
+    _write_json(result_file, result)
+    print(f"[{budget} seed {seed} {name}] " + json.dumps(
+        {k: result.get(k) for k in ("final_loss", "tokens_to_target", "token_ratio", "flops_ratio", "wall_s")}),
+        flush=True)
+    return result
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    got = [v for v in values if v is not None]
+    return {"mean": statistics.fmean(got) if got else None,
+            "min": min(got) if got else None, "max": max(got) if got else None,
+            "std": statistics.stdev(got) if len(got) > 1 else None, "not_reached": len(values) - len(got)}
+
+
+def summarize(args: argparse.Namespace) -> dict[str, Any]:
+    """Every finished run's result under ``OUT/results``, as per-seed lists per budget and run."""
+    results: dict[str, dict[str, Any]] = {}
+    seeds: set[int] = set()
+    for path in sorted((args.out / "results").glob("*/seed*/*.json")):
+        r = json.loads(path.read_text())
+        seeds.add(r["seed"])
+        row = results.setdefault(str(r["budget"]), {}).setdefault(r["run"], {
+            "seeds": [], "token_ratio": [], "flops_ratio": [], "tokens_to_target": [], "flops_to_target": [],
+            "final_loss": [], "initial_loss": [], "setup_flops": []})
+        row["seeds"].append(r["seed"])
+        for key in ("token_ratio", "flops_ratio", "tokens_to_target", "flops_to_target", "final_loss",
+                    "initial_loss"):
+            row[key].append(r.get(key, 1.0 if r["run"] == "random-ce" and key.endswith("ratio") else None))
+        row["setup_flops"].append(r["setup_flops"])
+    for runs in results.values():
+        for row in runs.values():
+            row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
+    budgets = sorted(int(b) for b in results)
+    return {"seeds": sorted(seeds), "val_tokens": args.val_windows * 128, "budgets": budgets, "results": results,
+            "setup": {"recipe": "the embedded demo recipe" if not args.recipe else Path(args.recipe).name,
+                      "val_windows": args.val_windows, "eval_every": args.eval_every,
+                      "baseline_evals": args.baseline_evals, "early_stop": not args.full,
+                      "evaluations": args.evaluations, "calibration": list(CALIB), "variants": VARIANTS,
+                      "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
+            "paper_token_ratio": PAPER_TOKEN_RATIO}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(float(x)) for x in text.split(",") if x.strip()]
 
 
 def main() -> None:
+    """Run what is missing, then write the summary."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tokens", type=int, default=1_000_000, help="training tokens per run (default %(default)s)")
-    p.add_argument("--runs", nargs="+", default=["random-ce", "searched-ce", "searched-kd"], choices=list(RUNS),
-                   help="runs besides the random-init baseline (default: %(default)s; first-k-kd costs a full "
-                        "budget whenever it never reaches the target)")
+    p.add_argument("--budgets", type=_ints, default=[250_000], help="training tokens per run, comma-separated")
+    p.add_argument("--seeds", type=_ints, default=[0], help="seeds, comma-separated")
+    p.add_argument("--runs", default="searched-ce,searched-kd",
+                   help=f"runs besides the random-init baseline, comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--recipe", help="recipe YAML to start from (default: the embedded demo recipe)")
     p.add_argument("--evaluations", type=int, help="search evaluations (default: the recipe's)")
-    p.add_argument("--evals", type=int, default=100, help="validations over the full budget (default %(default)s)")
-    p.add_argument("--eval-every", type=int, help="steps between validations (overrides --evals)")
+    p.add_argument("--val-windows", type=int, default=128, help="fixed val windows of 128 tokens (%(default)s)")
+    p.add_argument("--eval-every", type=int, default=4, help="steps between validations of the non-baseline runs")
+    p.add_argument("--baseline-evals", type=int, default=8, help="validations over the baseline's budget")
     p.add_argument("--full", action="store_true", help="train every run for the whole budget (no early stop)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "token_efficiency")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "token_efficiency.json")
+    p.add_argument("--summarize", action="store_true", help="only write the summary of the finished runs")
     args = p.parse_args()
-    runs = ["random-ce", *[r for r in args.runs if r != "random-ce"]]
-    t0 = time.time()
-    first = Pipeline(build_recipe(args, ["random-ce"], None))
-    first.run(only="train")
-    baseline_s = time.time() - t0
-    runs_dir = args.out / "runs" / first.labels[0]
-    target = run_curve(runs_dir / "random-ce", "random-ce", "").final_loss
-    print(f"target: the random-init run's final validation loss, {target:.4f}", flush=True)
-    recipe = build_recipe(args, runs, target)
-    report_dir = Pipeline(recipe).run()
-    summary = json.loads((report_dir / "summary.json").read_text())["budgets"][0]
-    rows = {r["run"]: r for r in summary["rows"]}
-    trained = {}  # tokens each run actually trained (less than the budget where it stopped at the target)
-    for name in runs:
-        lines = (runs_dir / name / "metrics.jsonl").read_text().splitlines()
-        trained[name] = json.loads(lines[-1])["tokens"]
-    kd = rows.get("searched-kd", {})
-    result = {
-        "setup": {"tokens_per_run": args.tokens, "runs": runs, "early_stop": not args.full, "seed": args.seed,
-                  "recipe": {**recipe.to_dict(), "out": _shown(args.out)},
-                  "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
-        "target_loss": target,
-        "rows": summary["rows"],
-        "setup_flops": summary["setup_flops"],
-        "trained_tokens": trained,
-        "searched_kd_vs_random": {"tokens_ratio": kd.get("token_ratio"), "flops_ratio": kd.get("flops_ratio"),
-                                  "paper_tokens_ratio": PAPER_TOKEN_RATIO},
-        "wall_s": {"baseline": baseline_s, "total": time.time() - t0},
-        "report": _shown(report_dir / "report.md"),
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    os.replace(tmp, args.json)
-    print(json.dumps({k: result[k] for k in ("target_loss", "searched_kd_vs_random", "trained_tokens", "wall_s")},
-                     indent=1))
+    runs = ["random-ce", *[r for r in args.runs.split(",") if r and r != "random-ce"]]
+    unknown = [r for r in runs if r not in VARIANTS]
+    if unknown:
+        p.error(f"unknown run {unknown[0]!r}; runs: {', '.join(VARIANTS)}")
+    if not args.summarize:
+        for seed in args.seeds:
+            pipe = seed_pipeline(args, seed)
+            for budget in args.budgets:
+                baseline = run_one(pipe, args, budget, "random-ce", None)
+                for name in runs[1:]:
+                    run_one(pipe, args, budget, name, baseline)
+                _write_json(args.json, summarize(args))
+    summary = summarize(args)
+    _write_json(args.json, summary)
+    print(json.dumps({b: {r: v["token_ratio_stats"]["mean"] for r, v in runs_.items()}
+                      for b, runs_ in summary["results"].items()}, indent=1))
 
 
 if __name__ == "__main__":

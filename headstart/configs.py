@@ -107,17 +107,20 @@ class ExtractConfig:
     mlp: int | None = option(None, "instead of --spec: MLP neurons per layer")
     mode: str = option("importance", "which indices sizes keep: the most important or the leading ones (whittle)",
                        choices=MODES)
-    calib: str = option("builtin:shakespeare", "calibration data (importance mode): a prepared data directory, "
-                        "text files (comma-separated) or builtin:shakespeare")
+    calib: str = option("builtin:shakespeare", "calibration data (importance mode, reconstruction): a prepared "
+                        "data directory, text files (comma-separated) or builtin:shakespeare")
     calib_samples: int = option(64, "calibration sequences")
     calib_seq_len: int = option(256, "tokens per calibration sequence")
     seed: int = option(0, "seed for choosing calibration windows")
     weights_dtype: str = option("float32", "dtype of the exported weights", choices=WEIGHT_DTYPES)
     cache: bool = option(True, "reuse cached importance scores")
+    reconstruct: bool = option(False, "refit each kept layer's o_proj/down_proj by ridge least squares so the kept "
+                               "heads and neurons reproduce the teacher layer's output on the calibration data")
+    ridge: float = option(1e-3, "reconstruction: ridge towards the plain slice, relative to the mean input energy")
 
     def __post_init__(self) -> None:
         positive(hidden=self.hidden, kv_groups=self.kv_groups, heads_per_group=self.heads_per_group, mlp=self.mlp,
-                 calib_samples=self.calib_samples)
+                 calib_samples=self.calib_samples, ridge=self.ridge)
         if self.calib_seq_len < 2:
             raise ConfigError(f"--calib-seq-len {self.calib_seq_len} must be at least 2")
         if self.spec and any(v is not None for v in self.sizes().values()):

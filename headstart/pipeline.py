@@ -187,7 +187,8 @@ class Pipeline:
 
         init, _ = RUNS[name]
         spec = self.out / "students" / label / ("first-k.yaml" if init == "first-k" else "searched.yaml")
-        cfg = self.recipe.train_config(name, label, spec)
+        source = self._reconstructed(label, spec) if init != "random" and self.recipe.extract.reconstruct else spec
+        cfg = self.recipe.train_config(name, label, source)
         stage, out = f"train:{label}:{name}", Path(cfg.out)
         key = _hash([self.keys["search"], cfg.to_dict()])
         if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
@@ -204,6 +205,27 @@ class Pipeline:
         self._finish(stage, key)
         return out
 
+    def _reconstructed(self, label: str, spec_file: Path) -> Path:
+        """The student of ``spec_file`` extracted with reconstructed weights (``extract.reconstruct``), made once."""
+        from headstart.calibration import calibration_tokens
+        from headstart.extract import build_student, export
+        from headstart.reconstruct import reconstruct
+        from headstart.spec import SubnetSpec
+
+        out = spec_file.with_suffix("")
+        extract = self.recipe.extract
+        stage, key = f"extract:{label}:{out.name}", _hash([self.keys["search"], dataclasses.asdict(extract)])
+        if not self._done(stage, key, [out / "config.json"]):
+            shutil.rmtree(out, ignore_errors=True)
+            teacher, spec = self.teacher, SubnetSpec.load(spec_file)
+            tokens = calibration_tokens(str(self.out / "data"), teacher.tokenizer, extract.calib_samples,
+                                        extract.calib_seq_len, extract.seed)
+            student = build_student(teacher, spec)
+            stats = reconstruct(teacher, spec, student, tokens, ridge=extract.ridge)
+            export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
+            self._finish(stage, key, flops=stats["flops"])
+        return out
+
     def _initial_loss(self, cfg: Any) -> dict[str, float]:
         """Validation loss of the run's starting point, on the training loop's own validation windows."""
         from headstart.data import fixed_windows
@@ -211,7 +233,7 @@ class Pipeline:
         from headstart.train.build import load_student
 
         student, _ = load_student(cfg.student, self.teacher, cfg.seed)
-        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed)
+        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
         return {"tokens": 0, "val_loss": perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]}
 
     def evaluate(self) -> Path:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from headstart.config import build, check_choice, merge, normalize, option, read_yaml
-from headstart.configs import TEACHER_HELP, EvalConfig, PrepareConfig, SearchConfig, budgets
+from headstart.configs import TEACHER_HELP, EvalConfig, ExtractConfig, PrepareConfig, SearchConfig, budgets
 from headstart.errors import ConfigError
 from headstart.train.config import TrainConfig
 
@@ -74,6 +74,8 @@ class RecipeConfig:
         "search": frozenset({"teacher", "data", "out", "resume", "bins"}),
         "train": frozenset({"teacher", "data", "out", "student", "resume", "target_loss"}),
         "eval": frozenset({"checkpoint", "data", "text", "split", "json_out", "tasks", "limit"}),
+        "extract": frozenset({"teacher", "out", "spec", "layers", "hidden", "kv_groups", "heads_per_group", "mlp",
+                              "mode", "calib", "cache"}),
     }
 
     teacher: str = option("builtin:smollm2-135m", TEACHER_HELP)
@@ -81,6 +83,8 @@ class RecipeConfig:
     seed: int = option(0, "seed of the search, the students' init and the data order (sections may override)")
     data: PrepareConfig = option(PrepareConfig(inputs=["builtin:shakespeare"]), "the prepare stage")
     search: SearchConfig = option(SearchConfig(), "the search stage")
+    extract: ExtractConfig = option(ExtractConfig(), "how the sub-network students are cut (reconstruction; "
+                                    "calibration windows come from the train split)")
     train: TrainConfig = option(TrainConfig(), "the training runs (shared by every comparison run)")
     compare: CompareConfig = option(CompareConfig(), "the comparison")
     eval: EvalConfig = option(EvalConfig(windows=64, seq_len=256), "the evaluation of every trained student")

@@ -26,7 +26,16 @@ def run(cfg: ExtractConfig) -> Path:
     teacher = load_teacher(cfg.teacher, dtype=cfg.weights_dtype)
     spec = teacher.adapter.validate(spec_file) if spec_file is not None else spec_from_sizes(cfg, teacher)
     meta = {"mode": cfg.mode if spec_file is None else "spec-file", "teacher_params": teacher.adapter.counts().params}
-    return export(teacher, spec, out, metadata=meta)
+    student = None
+    if cfg.reconstruct:
+        from headstart.calibration import calibration_tokens
+        from headstart.extract import build_student
+        from headstart.reconstruct import reconstruct
+
+        tokens = calibration_tokens(cfg.calib, teacher.tokenizer, cfg.calib_samples, cfg.calib_seq_len, cfg.seed)
+        student = build_student(teacher, spec)
+        meta["reconstruction"] = reconstruct(teacher, spec, student, tokens, ridge=cfg.ridge)
+    return export(teacher, spec, out, student=student, metadata=meta)
 
 
 def spec_from_sizes(cfg: ExtractConfig, teacher: Any) -> SubnetSpec:

@@ -102,6 +102,10 @@ class ModelAdapter(ABC):
         """The linear layer whose input is the MLP's neuron activations."""
 
     @abstractmethod
+    def output_columns(self, spec: SubnetSpec, i: int) -> tuple[list[int], list[int]]:
+        """Teacher input columns that student layer ``i`` keeps of its attention and MLP output projections."""
+
+    @abstractmethod
     def hidden_norms(self, model: nn.Module) -> Iterator[nn.Module]:
         """Every norm whose output lives in the residual (hidden) space."""
 

@@ -93,6 +93,9 @@ class GPTNeoXAdapter(ModelAdapter):
     def mlp_output_proj(self, layer: nn.Module) -> nn.Linear:
         return layer.mlp.dense_4h_to_h
 
+    def output_columns(self, spec: SubnetSpec, i: int) -> tuple[list[int], list[int]]:
+        return group_rows(spec.kv_groups[i], self.dims.head_dim), list(spec.mlp[i])
+
     def hidden_norms(self, model: nn.Module) -> Iterator[nn.Module]:
         for layer in model.gpt_neox.layers:
             yield layer.input_layernorm

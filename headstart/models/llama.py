@@ -95,6 +95,10 @@ class LlamaAdapter(ModelAdapter):
     def mlp_output_proj(self, layer: nn.Module) -> nn.Linear:
         return layer.mlp.down_proj
 
+    def output_columns(self, spec: SubnetSpec, i: int) -> tuple[list[int], list[int]]:
+        q = head_rows(spec.kv_groups[i], spec.heads[i], self.dims.heads_per_group, self.dims.head_dim)
+        return q, list(spec.mlp[i])
+
     def hidden_norms(self, model: nn.Module) -> Iterator[nn.Module]:
         for layer in model.model.layers:
             yield layer.input_layernorm

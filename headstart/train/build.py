@@ -72,6 +72,32 @@ def load_student(source: str, teacher: Any, seed: int) -> tuple[PreTrainedModel,
     return student, tokenizer or (teacher.tokenizer if teacher is not None else None)
 
 
+def student_spec(source: str) -> SubnetSpec | None:
+    """The spec ``--student`` was cut with (a spec file, or an export's ``headstart_spec.yaml``), if any."""
+    from headstart.extract import SPEC_FILE
+
+    path = Path(source.removeprefix("random:")).expanduser()
+    if _is_spec_file(path):
+        return SubnetSpec.load(path)
+    if (path / SPEC_FILE).is_file():
+        return SubnetSpec.load(path / SPEC_FILE)
+    return None
+
+
+def hidden_targets(cfg: TrainConfig, teacher: Any) -> Any:
+    """The :class:`~headstart.train.hidden_loss.HiddenMap` of ``--hidden-weight`` (``None`` when it is 0)."""
+    from headstart.train.hidden_loss import hidden_map
+
+    if cfg.hidden_weight <= 0:
+        return None
+    spec = student_spec(cfg.student)
+    if spec is None or teacher is None:
+        raise ConfigError(f"--hidden-weight needs a student cut from --teacher (a spec file or an extracted "
+                          f"checkpoint with its spec); {cfg.student} has no spec")
+    teacher.adapter.validate(spec)
+    return hidden_map(spec, cfg.hidden_layers)
+
+
 def check_data(cfg: TrainConfig, teacher: Any, student: PreTrainedModel, student_tokenizer: Any) -> dict[str, Any]:
     """The data manifest, after the tokenizer and vocabulary guards; refuses another tokenizer's data."""
     from headstart.data import check_tokenizer, check_vocab, read_manifest
@@ -155,7 +181,7 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
     from headstart.train.teacher_cache import TeacherCache
 
     kd = cfg.kd_config()
-    need_teacher = (kd.uses_teacher and not cfg.teacher_cache) or _is_spec_file(
+    need_teacher = (cfg.uses_teacher and not cfg.teacher_cache) or _is_spec_file(
         Path(cfg.student.removeprefix("random:")).expanduser())
     if need_teacher and not cfg.teacher:
         raise ConfigError("--teacher is needed (online distillation, or a student given as a spec of it)")
@@ -170,15 +196,18 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
         cache = TeacherCache(cfg.teacher_cache)
         cache.check(seq_len=cfg.seq_len, vocab=vocab, data_fingerprint=manifest.get("key"),
                     teacher_fingerprint=teacher.fingerprint if teacher is not None else None)
-    online = teacher.model if teacher is not None and kd.uses_teacher and cache is None else None
+    online = teacher.model if teacher is not None and cfg.uses_teacher and cache is None else None
     half = compute_dtype(cfg.dtype, parallel.device())
     if online is not None and owned and half is not None:
         online.to(half)  # no gradients: the teacher runs in half precision
     loader = WindowLoader(cfg.data, "train", cfg.seq_len, cfg.batch_size, seed=cfg.seed, rank=parallel.rank(),
                           world_size=parallel.world_size())
-    val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.seed) if cfg.eval_windows else None
+    val = None
+    if cfg.eval_windows:
+        val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
     flops = {"student": _flops(student, cfg.seq_len), "teacher": _flops(online, cfg.seq_len)}
-    trainer = Trainer(cfg, student, loader, val_windows=val, vocab=vocab, teacher=online, cache=cache, flops=flops)
+    trainer = Trainer(cfg, student, loader, val_windows=val, vocab=vocab, teacher=online, cache=cache, flops=flops,
+                      hidden=hidden_targets(cfg, teacher))
     trainer.start()  # refuses (or resumes) before config.yaml is written
     if parallel.is_main():
         write_config(cfg)

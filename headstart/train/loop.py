@@ -32,8 +32,10 @@ from headstart.train.checkpoint import (
     set_rng_state,
 )
 from headstart.train.config import RUN_ONLY, TrainConfig
+from headstart.train.hidden_loss import HiddenMap, capture, hidden_loss_sum
 from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
 from headstart.train.metrics import MetricsLogger
+from headstart.train.optim import autocast_for, build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +45,37 @@ class DivergedError(HeadstartError):
 
 
 class DistillModule(nn.Module):
-    """The student plus its loss: forward returns ``(loss, ce_sum, kd_sum, n_tokens)``.
+    """The student plus its loss: forward returns ``(loss, ce_sum, kd_sum, hidden_sum, n_tokens)``.
 
     Keeping the loss inside ``forward`` lets DDP and FSDP2 see the output head's use (its weight
-    is read through the chunked loss, never as a full logits tensor).
+    is read through the chunked loss, never as a full logits tensor). ``hidden_layers`` are the
+    student layers the hidden-state term (weight ``hidden_weight``) matches when the teacher's
+    states are passed.
     """
 
-    def __init__(self, student: nn.Module, kd: KDConfig, vocab: int, chunk: int | None = None):
+    def __init__(self, student: nn.Module, kd: KDConfig, vocab: int, chunk: int | None = None,
+                 hidden_weight: float = 0.0, hidden_layers: tuple[int, ...] = ()):
         super().__init__()
         self.student, self.kd, self.vocab, self.chunk = student, kd, vocab, chunk
+        self.hidden_weight, self.hidden_layers = hidden_weight, hidden_layers
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, teacher_hidden: torch.Tensor | None = None,
                 teacher_head: torch.Tensor | None = None, topk: TopK | None = None, normalizer: float | None = None,
-                ce_only: bool = False) -> tuple[torch.Tensor, ...]:
-        hidden = self.student.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+                ce_only: bool = False, teacher_states: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        matched = teacher_states is not None and not ce_only
+        with capture(_blocks(self.student), self.hidden_layers if matched else ()) as states:
+            hidden = self.student.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
         kd = KDConfig("none") if ce_only else self.kd
         parts = chunked_kd_loss(
             hidden.flatten(0, 1), self.student.get_output_embeddings(), labels.flatten(), kd,
             teacher_hidden=teacher_hidden, teacher_head=teacher_head, topk=topk, normalizer=normalizer,
             vocab=self.vocab, chunk=self.chunk,
         )
-        return parts.loss, parts.ce_sum, parts.kd_sum, parts.n_tokens
+        loss, hidden_sum = parts.loss, torch.zeros((), device=hidden.device)
+        if matched:
+            hidden_sum = hidden_loss_sum(states, teacher_states)
+            loss = loss + self.hidden_weight * hidden_sum / (normalizer or parts.n_tokens.clamp_min(1))
+        return loss, parts.ce_sum, parts.kd_sum, hidden_sum.detach(), parts.n_tokens
 
 
 @dataclass
@@ -77,40 +89,53 @@ class StepContext:
     autocast: torch.autocast
     teacher: nn.Module | None = None
     cache: Any = None  # headstart.train.teacher_cache.TeacherCache
+    hidden: HiddenMap | None = None  # the hidden-state term's layers and channels (online teacher only)
+    hidden_weight: float = 0.0
 
 
 def teacher_signal(ctx: StepContext, batch: torch.Tensor) -> dict[str, Any]:
-    """The teacher's side of the loss for ``batch`` [B, L+1]: hidden states + head, or cached top-k."""
-    if not ctx.kd.uses_teacher:
-        return {}
+    """The teacher's side of the loss for ``batch`` [B, L+1]: final hidden states + head (or cached
+    top-k), and its residual stream at the matched layers, sliced to the student's channels."""
     if ctx.cache is not None:
-        return {"topk": ctx.cache.lookup(batch)}  # refuses windows it does not hold
-    with torch.no_grad(), ctx.autocast:
+        return {"topk": ctx.cache.lookup(batch)} if ctx.kd.uses_teacher else {}  # refuses windows it lacks
+    if not ctx.kd.uses_teacher and ctx.hidden is None:
+        return {}
+    layers, channels = (), None
+    if ctx.hidden is not None:
+        layers, channels = ctx.hidden.teacher_layers, torch.as_tensor(ctx.hidden.channels, device=batch.device)
+    with torch.no_grad(), ctx.autocast, capture(_blocks(ctx.teacher), layers, channels) as states:
         hidden = ctx.teacher.base_model(input_ids=batch[:, :-1], use_cache=False).last_hidden_state
-    return {"teacher_hidden": hidden.flatten(0, 1), "teacher_head": ctx.teacher.get_output_embeddings().weight}
+    out: dict[str, Any] = {"teacher_states": states} if ctx.hidden is not None else {}
+    if ctx.kd.uses_teacher:
+        out.update(teacher_hidden=hidden.flatten(0, 1), teacher_head=ctx.teacher.get_output_embeddings().weight)
+    return out
 
 
-def train_step(ctx: StepContext, batches: list[torch.Tensor], step: int) -> dict[str, float]:
+def train_step(ctx: StepContext, batches: list[torch.Tensor], step: int, distill: bool = True) -> dict[str, float]:
     """One optimizer step over ``batches`` (the micro-batches of gradient accumulation).
 
     The loss is normalised by the global count of valid tokens across micro-batches and ranks;
     a non-finite loss or gradient norm raises :class:`DivergedError` before the optimizer runs.
+    With ``distill`` off (past ``--kd-until``) the teacher is not run and the loss is CE only.
     """
     ignore = ctx.kd.ignore_index
     n_valid = parallel.all_reduce_sum(torch.tensor([float(sum((b[:, 1:] != ignore).sum() for b in batches))]))
     # DDP/FSDP average gradients over ranks, so each rank divides by its share of the global count.
     normalizer = max(1.0, float(n_valid)) / parallel.world_size()
-    sums = torch.zeros(2)
+    sums = torch.zeros(3)
     for i, batch in enumerate(batches):
-        signal_ = teacher_signal(ctx, batch)
+        signal_ = teacher_signal(ctx, batch) if distill else {}
         with parallel.no_grad_sync(ctx.model, skip=i < len(batches) - 1), ctx.autocast:
-            loss, ce_sum, kd_sum, _ = ctx.model(batch[:, :-1], batch[:, 1:], normalizer=normalizer, **signal_)
+            loss, ce_sum, kd_sum, hidden_sum, _ = ctx.model(batch[:, :-1], batch[:, 1:], normalizer=normalizer,
+                                                            ce_only=not distill, **signal_)
         loss.backward()
-        sums += torch.stack([ce_sum.detach().float().cpu(), kd_sum.detach().float().cpu()])
+        sums += torch.stack([t.detach().float().cpu() for t in (ce_sum, kd_sum, hidden_sum)])
         del loss, signal_
     parallel.all_reduce_sum(sums)
-    ce, kd = (sums / max(1.0, float(n_valid))).tolist()
-    loss = ctx.kd.ce_weight * ce + ctx.kd.kd_weight * kd
+    ce, kd, hidden = (sums / max(1.0, float(n_valid))).tolist()
+    kd_on = distill and ctx.kd.kind != "none"
+    loss = (ctx.kd.ce_weight if kd_on else 1.0) * ce + (ctx.kd.kd_weight * kd if kd_on else 0.0)
+    loss += ctx.hidden_weight * hidden if distill and ctx.hidden is not None else 0.0
     if not math.isfinite(loss):
         ctx.optimizer.zero_grad(set_to_none=True)
         raise DivergedError(f"the loss became {loss} at step {step}")
@@ -122,35 +147,7 @@ def train_step(ctx: StepContext, batches: list[torch.Tensor], step: int) -> dict
         raise DivergedError(f"the gradient norm became {norm} at step {step}")
     ctx.optimizer.step()
     ctx.optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss, "ce": ce, "kd": kd, "grad_norm": norm, "tokens": float(n_valid)}
-
-
-def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
-    """Linear warmup to ``lr``, then cosine decay to ``min_lr`` at ``total_steps``."""
-    warmup = cfg.warmup_steps(total_steps)
-    if step < warmup:
-        return cfg.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (fused where the device supports it); no weight decay on vectors (norms, biases)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
-
-
-def autocast_for(cfg: TrainConfig, device: torch.device) -> torch.autocast:
-    """Autocast in ``--dtype`` (:mod:`headstart.precision`; disabled for float32)."""
-    from headstart.precision import compute_dtype
-
-    dtype = compute_dtype(cfg.dtype, device)
-    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+    return {"loss": loss, "ce": ce, "kd": kd, "hidden": hidden, "grad_norm": norm, "tokens": float(n_valid)}
 
 
 @torch.no_grad()
@@ -169,7 +166,7 @@ def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, autocast:
     for s in range(0, mine.shape[0], batch_size):
         batch = mine[s:s + batch_size]
         with autocast:
-            _, ce_sum, _, n = module(batch[:, :-1], batch[:, 1:], ce_only=True)
+            _, ce_sum, _, _, n = module(batch[:, :-1], batch[:, 1:], ce_only=True)
         sums += torch.stack([ce_sum.float().cpu(), n.float().cpu()])
     if split:
         parallel.all_reduce_sum(sums)
@@ -195,31 +192,40 @@ class Trainer:
 
     ``student`` is a Hugging Face causal LM (trained in place); the teacher is a model (online) or
     a :class:`~headstart.train.teacher_cache.TeacherCache`; ``loader`` yields [B, L+1] windows
-    and has ``state_dict``/``load_state_dict``; ``val_windows`` are fixed [n, L+1] windows.
+    and has ``state_dict``/``load_state_dict``; ``val_windows`` are fixed [n, L+1] windows;
+    ``hidden`` maps the student's layers and channels to the teacher's (``--hidden-weight``).
     """
 
     def __init__(self, cfg: TrainConfig, student: nn.Module, loader: Any, *, val_windows: torch.Tensor | None,
-                 vocab: int, teacher: nn.Module | None = None, cache: Any = None, flops: dict[str, int] | None = None):
+                 vocab: int, teacher: nn.Module | None = None, cache: Any = None, flops: dict[str, int] | None = None,
+                 hidden: HiddenMap | None = None):
         self.cfg, self.student, self.loader, self.val = cfg, student, loader, val_windows
         self.started = False
         self.device = parallel.device()
         self.kd = cfg.kd_config()
-        if self.kd.uses_teacher and teacher is None and cache is None:
+        if cfg.uses_teacher and teacher is None and cache is None:
             raise HeadstartError(f"--kd {cfg.kd} needs --teacher or --teacher-cache (or use --kd none)")
+        if cfg.hidden_weight > 0 and (hidden is None or teacher is None):
+            raise HeadstartError("--hidden-weight needs the online teacher and the student's spec")
         self.flops = flops or {"student": 0, "teacher": 0}
         self.out = Path(cfg.out)
         self.world = parallel.world_size()
         self.tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * self.world
         self.total_steps = max(1, math.ceil(cfg.tokens / self.tokens_per_step))
+        self.distill_steps = cfg.distill_steps(self.total_steps) if cfg.uses_teacher else 0
         self.counters = Counters()
         self._stop = False
         torch.manual_seed(cfg.seed)
-        self.model = self._wrap(DistillModule(student, self.kd, vocab, cfg.loss_chunk), teacher, cache)
+        hidden = hidden if cfg.hidden_weight > 0 else None
+        module = DistillModule(student, self.kd, vocab, cfg.loss_chunk, cfg.hidden_weight,
+                               hidden.student_layers if hidden else ())
+        self.model = self._wrap(module, teacher, cache)
         self.optimizer = build_optimizer(self.model, cfg)
         self.autocast = autocast_for(cfg, self.device)
-        online = teacher if self.kd.uses_teacher and cache is None else None
+        online = teacher if cfg.uses_teacher and cache is None else None
         self.ctx = StepContext(self.model, self.optimizer, self.kd, cfg.clip, self.autocast, teacher=online,
-                               cache=cache if self.kd.uses_teacher else None)
+                               cache=cache if self.kd.uses_teacher else None, hidden=hidden,
+                               hidden_weight=cfg.hidden_weight)
         self._iter = None
 
     def _wrap(self, module: DistillModule, teacher: nn.Module | None, cache: Any) -> nn.Module:
@@ -236,7 +242,7 @@ class Trainer:
         if self.cfg.compile:
             for block in blocks:
                 block.compile()
-        if teacher is not None and self.kd.uses_teacher and cache is None:
+        if teacher is not None and self.cfg.uses_teacher and cache is None:
             teacher.to(self.device).eval().requires_grad_(False)
             if self.cfg.fsdp:
                 parallel.shard_fsdp(teacher, _blocks(teacher), root=False)
@@ -335,7 +341,8 @@ class Trainer:
                 group["lr"] = lr_at(c.step, cfg, self.total_steps)
             batches = [self._next_batch() for _ in range(cfg.grad_accum)]
             try:
-                stats = train_step(self.ctx, batches, c.step + 1)
+                distill = c.step < self.distill_steps
+                stats = train_step(self.ctx, batches, c.step + 1, distill=distill)
             except DivergedError as exc:
                 last = latest_checkpoint(self.out)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written before it"
@@ -343,11 +350,12 @@ class Trainer:
             dt = time.perf_counter() - t0
             c.step += 1
             c.tokens += int(stats["tokens"])
-            c.teacher_tokens += int(stats["tokens"]) if self.ctx.teacher is not None else 0
+            c.teacher_tokens += int(stats["tokens"]) if distill and self.ctx.teacher is not None else 0
             c.elapsed_s += dt
             c.last = {k: stats[k] for k in ("loss", "ce", "kd")}
             row = {"step": c.step, "tokens": c.tokens, "teacher_tokens": c.teacher_tokens, "loss": stats["loss"],
-                   "ce": stats["ce"], "kd": stats["kd"], "lr": self.optimizer.param_groups[0]["lr"],
+                   "ce": stats["ce"], "kd": stats["kd"], "hidden": stats["hidden"],
+                   "lr": self.optimizer.param_groups[0]["lr"],
                    "grad_norm": stats["grad_norm"], "tokens_per_s": stats["tokens"] / max(dt, 1e-9),
                    "student_flops": 3 * self.flops["student"] * c.tokens,
                    "teacher_flops": self.flops["teacher"] * c.teacher_tokens, "elapsed_s": c.elapsed_s}
