@@ -25,6 +25,7 @@ from headstart import parallel
 from headstart.errors import CheckpointError, HeadstartError
 from headstart.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from headstart.train.config import RUN_ONLY, TrainConfig
+from headstart.train.dcp import ShardedCheckpointer, rank_state_for
 from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
 from headstart.train.metrics import MetricsLogger
 
@@ -208,6 +209,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = self._wrap(DistillModule(student, self.kd, vocab, cfg.loss_chunk), teacher, cache)
         self.optimizer = build_optimizer(self.model, cfg)
+        # FSDP2 runs save sharded DCP checkpoints (each rank its part; they reshard on resume).
+        self.checkpointer = ShardedCheckpointer(self.out, cfg.keep, cfg.async_save) if cfg.fsdp else None
         self.autocast = autocast_for(cfg, self.device)
         online = teacher if self.kd.uses_teacher and cache is None else None
         self.ctx = StepContext(self.model, self.optimizer, self.kd, cfg.clip, self.autocast, teacher=online,
@@ -228,27 +231,35 @@ class Trainer:
         if self.cfg.compile:
             for block in blocks:
                 block.compile()
+        # FSDP2 mixed precision: blocks gathered and computed in --dtype, gradients reduced in fp32.
+        from headstart.precision import compute_dtype
+
+        half = compute_dtype(self.cfg.dtype, self.device)
         if teacher is not None and self.kd.uses_teacher and cache is None:
             teacher.to(self.device).eval().requires_grad_(False)
-            if self.cfg.fsdp:
-                parallel.shard_fsdp(teacher, _blocks(teacher), root=False)
+            if self.cfg.fsdp and self.cfg.shard_teacher:  # forward only: no gradients, no optimizer state
+                parallel.shard_fsdp(teacher, _blocks(teacher), root=False, param_dtype=half)
         if self.cfg.fsdp:
-            return parallel.shard_fsdp(module, blocks)
+            return parallel.shard_fsdp(module, blocks, param_dtype=half)
         return parallel.wrap_ddp(module)
 
     # -- state ---------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        """The configuration recorded in checkpoints (with the world size, which must not change)."""
-        return {**self.cfg.to_dict(), "world_size": self.world}
+        """The configuration recorded in checkpoints (with the world size, which only a sharded one may change)."""
+        sharded = {"global_batch": self.cfg.batch_size * self.world} if self.checkpointer is not None else {}
+        return {**self.cfg.to_dict(), "world_size": self.world, **sharded}
 
     def save(self) -> Path | None:
         """A checkpoint of the current step (collective: every rank calls it)."""
+        trainer = {"counters": vars(self.counters), "config": self.config_dict(), "total_steps": self.total_steps}
+        if self.checkpointer is not None:
+            return self.checkpointer.save(self.counters.step, self.model, self.optimizer, trainer,
+                                          {"loader": self.loader.state_dict(), "rng": rng_state()})
         model_state = parallel.full_model_state(self.model)
         optim_state = parallel.full_optimizer_state(self.model, self.optimizer)
         ranks = parallel.all_gather_object({"loader": self.loader.state_dict(), "rng": rng_state()})
         path, error = None, None
         if parallel.is_main():
-            trainer = {"counters": vars(self.counters), "config": self.config_dict(), "total_steps": self.total_steps}
             try:
                 path = save_checkpoint(self.out, self.counters.step, model=model_state, optimizer=optim_state,
                                        ranks=ranks, trainer=trainer, keep=self.cfg.keep)
@@ -264,12 +275,16 @@ class Trainer:
         path = latest_checkpoint(self.out)
         if path is None:
             raise CheckpointError(f"--resume: no checkpoint under {self.out / 'checkpoints'}; start without --resume")
-        ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
-        parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
-        mine = ckpt.ranks[parallel.rank()]
+        if self.checkpointer is not None:
+            got = self.checkpointer.load(path, self.model, self.optimizer, self.config_dict(), ignore=RUN_ONLY)
+            trainer, mine = got.trainer, rank_state_for(got.ranks)
+        else:
+            ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
+            parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
+            trainer, mine = ckpt.trainer, ckpt.ranks[parallel.rank()]
         self.loader.load_state_dict(mine["loader"])
         set_rng_state(mine["rng"])
-        self.counters = Counters(**ckpt.trainer["counters"])
+        self.counters = Counters(**trainer["counters"])
         log.info("resumed from %s (step %d of %d)", path, self.counters.step, self.total_steps)
         return self.counters.step
 
@@ -310,6 +325,8 @@ class Trainer:
                    dynamic_ncols=True)
         try:
             self._run(metrics, bar, on_step)
+            if self.checkpointer is not None:
+                self.checkpointer.wait()  # an asynchronous save is complete before the run returns
         finally:
             bar.close()
             metrics.close()
