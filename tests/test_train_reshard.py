@@ -49,11 +49,12 @@ def setup(tmp_path_factory) -> dict[str, str]:
     return {"teacher": str(teacher), "data": str(data), "root": str(root)}
 
 
-def _cfg(setup: dict[str, str], out: Path, world: int, resume: bool = False) -> TrainConfig:
-    return TrainConfig(teacher=setup["teacher"], student=f"random:{setup['teacher']}", data=setup["data"], out=str(out),
-                       tokens=STEPS * GLOBAL_BATCH * SEQ, seq_len=SEQ, batch_size=GLOBAL_BATCH // world, lr=3e-3,
-                       min_lr=3e-4, warmup=1, eval_every=2, eval_windows=2, save_every=2, keep=3, dtype="float32",
-                       progress=False, kd="forward", alpha=0.5, fsdp=True, resume=resume)
+def _cfg(setup: dict[str, str], out: Path, world: int, resume: bool = False, **kw) -> TrainConfig:
+    base = dict(teacher=setup["teacher"], student=f"random:{setup['teacher']}", data=setup["data"], out=str(out),
+                tokens=STEPS * GLOBAL_BATCH * SEQ, seq_len=SEQ, batch_size=GLOBAL_BATCH // world, lr=3e-3,
+                min_lr=3e-4, warmup=1, eval_every=2, eval_windows=2, save_every=2, keep=3, dtype="float32",
+                progress=False, kd="forward", alpha=0.5, fsdp=True, resume=resume)
+    return TrainConfig(**{**base, **kw})
 
 
 def _resume_from(src: Path, dst: Path) -> None:
@@ -62,17 +63,17 @@ def _resume_from(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst / "checkpoints" / src.name)
 
 
-def _worker(rank: int, world: int, port: int, jobs: list[tuple[dict[str, str], str, bool, str | None]]) -> None:
+def _worker(rank: int, world: int, port: int, jobs: list[tuple[dict[str, str], str, str | None, dict]]) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     assert parallel.init(backend="gloo")
     try:
-        for setup, out, resume, start in jobs:
+        for setup, out, start, kw in jobs:
             if start and rank == 0:
                 _resume_from(Path(start), Path(out))
             parallel.barrier()
-            run(_cfg(setup, Path(out), world, resume))
+            run(_cfg(setup, Path(out), world, resume=start is not None, **kw))
     finally:
         parallel.destroy()
 
@@ -91,11 +92,11 @@ def _student(out: Path) -> dict[str, torch.Tensor]:
 
 def test_reshard_save_2_resume_1_2_4(setup, tmp_path):
     """A 2-process FSDP2 run saves sharded checkpoints; resumed from step 2 with 2 processes it ends
-    bit for bit where the uninterrupted run ends, and with 1 or 4 processes (the same global batch)
-    its losses continue those of the uninterrupted run within float tolerance."""
+    bit for bit where the uninterrupted run ends (saving asynchronously), and with 1 or 4 processes
+    (the same global batch) its losses continue those of the uninterrupted run within float tolerance."""
     straight, same = tmp_path / "two", tmp_path / "two-resumed"
     ckpt = straight / "checkpoints" / "step-00000002"
-    _spawn(2, [(setup, str(straight), False, None), (setup, str(same), True, str(ckpt))])
+    _spawn(2, [(setup, str(straight), None, {}), (setup, str(same), str(ckpt), {"async_save": True})])
     assert [p.name for p in list_checkpoints(straight)] == ["step-00000002", "step-00000004"]
     assert is_sharded(ckpt) and len(list(ckpt.glob("*.distcp"))) == 2  # each rank wrote its own shards
     assert not list((straight / "checkpoints").glob(".tmp-*"))
@@ -103,11 +104,12 @@ def test_reshard_save_2_resume_1_2_4(setup, tmp_path):
     for key, value in _student(same).items():
         assert torch.equal(value, want[key]), key  # bit-exact on the same process count
     assert _rows(same)[STEPS]["loss"] == want_rows[STEPS]["loss"]
+    assert [p.name for p in list_checkpoints(same)] == ["step-00000002", "step-00000004"]
 
     one, four = tmp_path / "one", tmp_path / "four"
     _resume_from(ckpt, one)
     run(_cfg(setup, one, 1, resume=True))  # this process, no process group
-    _spawn(4, [(setup, str(four), True, str(ckpt))])
+    _spawn(4, [(setup, str(four), str(ckpt), {})])
     for out in (one, four):
         rows = _rows(out)
         assert sorted(rows) == [3, 4], out
@@ -135,3 +137,54 @@ def test_reshard_refuses_another_global_batch(setup, tmp_path):
     run(TrainConfig(**cfg))
     with pytest.raises(CheckpointError, match="global_batch: 4 -> 2"):
         run(TrainConfig(**{**cfg, "batch_size": 2, "resume": True}))
+
+
+def _stall_second_save(setup: dict[str, str], out: str, marker: str) -> None:
+    """Train with a checkpoint every step; inside the save of step 2, after the shards are written
+    and before DCP's metadata and the rename, announce it and wait to be killed."""
+    import time
+
+    import torch.distributed.checkpoint as dcp
+
+    class Stalling(dcp.FileSystemWriter):
+        def write_data(self, plan, planner):
+            written = super().write_data(plan, planner)
+            if "step-00000002" in str(self.path):
+                Path(marker).touch()
+                time.sleep(300)
+            return written
+
+    dcp.FileSystemWriter = Stalling
+    torch.set_num_threads(1)
+    run(_cfg(setup, Path(out), 1, save_every=1, eval_windows=0))
+
+
+def test_reshard_kill9_during_save_keeps_previous(setup, tmp_path):
+    """kill -9 in the middle of writing a sharded checkpoint: the previous one stays the newest
+    complete checkpoint, the resumed run ends bit for bit where an uninterrupted run ends, and the
+    next save removes the debris."""
+    import signal
+    import time
+
+    out, marker = tmp_path / "killed", tmp_path / "in-save"
+    child = mp.get_context("spawn").Process(target=_stall_second_save, args=(setup, str(out), str(marker)))
+    child.start()
+    deadline = time.monotonic() + 240
+    while not marker.exists() and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert marker.exists(), "the child never reached the save of step 2"
+    os.kill(child.pid, signal.SIGKILL)
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    debris = out / "checkpoints" / ".tmp-step-00000002"
+    assert list(debris.glob("*.distcp")) and not (debris / ".metadata").exists()
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000001"]
+
+    run(_cfg(setup, out, 1, save_every=1, eval_windows=0, resume=True))
+    straight = tmp_path / "straight"
+    run(_cfg(setup, straight, 1, save_every=1, eval_windows=0))
+    assert not debris.exists()
+    assert [p.name for p in list_checkpoints(out)] == [f"step-{s:08d}" for s in (2, 3, 4)]
+    want = _student(straight)
+    for key, value in _student(out).items():
+        assert torch.equal(value, want[key]), key
