@@ -16,7 +16,7 @@ SCHEDULES = ("cosine", "wsd")
 
 # Options that may change between a run and its resume (they do not change what is trained).
 RUN_ONLY = {"out", "resume", "eval_every", "eval_windows", "eval_seed", "save_every", "keep", "tensorboard", "wandb",
-            "progress", "compile", "activation_checkpointing", "target_loss"}
+            "progress", "compile", "activation_checkpointing", "target_loss", "async_save", "shard_teacher"}
 
 
 @dataclass
@@ -68,7 +68,11 @@ class TrainConfig:
     dtype: str = option("auto", DTYPE_HELP, choices=DTYPES)
     compile: bool = option(False, "torch.compile each block (slow start)")
     activation_checkpointing: bool = option(False, "recompute activations in backward")
-    fsdp: bool = option(False, "under torchrun: FSDP2 (fully_shard) instead of DDP")
+    fsdp: bool = option(False, "under torchrun: FSDP2 (fully_shard) instead of DDP; checkpoints are sharded (DCP) "
+                        "and resume on any process count with the same global batch")
+    shard_teacher: bool = option(True, "with --fsdp: shard the teacher's blocks too (forward only); "
+                                 "--no-shard-teacher keeps a full replica per process")
+    async_save: bool = option(False, "with --fsdp: write checkpoints in a background thread while training goes on")
 
     def __post_init__(self) -> None:
         positive(tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
@@ -90,6 +94,9 @@ class TrainConfig:
             parse_layers(self.hidden_layers)
         if self.kd == "jsd" and not 0.0 < self.jsd_beta < 1.0:
             raise ConfigError(f"--jsd-beta {self.jsd_beta} must lie strictly between 0 and 1")
+        if self.dtype == "float16":
+            raise ConfigError("--dtype float16 would train without loss scaling and underflow gradients; "
+                              "use --dtype bfloat16 (or float32)")
         if self.target_loss is not None and not self.eval_windows:
             raise ConfigError("--target-loss needs validation: set --eval-windows above 0")
         if self.uses_teacher and self.student is not None and not (self.teacher or self.teacher_cache):

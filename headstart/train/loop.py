@@ -8,7 +8,6 @@ checkpointing on intervals; it resumes bit for bit from its own checkpoints.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -32,10 +31,12 @@ from headstart.train.checkpoint import (
     set_rng_state,
 )
 from headstart.train.config import RUN_ONLY, TrainConfig
+from headstart.train.dcp import ShardedCheckpointer, rank_state_for
 from headstart.train.hidden_loss import HiddenMap, capture, hidden_loss_sum
 from headstart.train.kd_loss import KDConfig, LossParts, TopK, chunked_kd_loss
 from headstart.train.metrics import MetricsLogger
 from headstart.train.optim import autocast_for, build_optimizer, lr_at
+from headstart.train.signals import install_signals, restore_signals
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,8 @@ class Trainer:
                                hidden.student_layers if hidden else ())
         self.model = self._wrap(module, teacher, cache)
         self.optimizer = build_optimizer(self.model, cfg)
+        # FSDP2 runs save sharded DCP checkpoints (each rank its part; they reshard on resume).
+        self.checkpointer = ShardedCheckpointer(self.out, cfg.keep, cfg.async_save) if cfg.fsdp else None
         self.autocast = autocast_for(cfg, self.device)
         online = teacher if cfg.uses_teacher and cache is None else None
         self.ctx = StepContext(self.model, self.optimizer, self.kd, cfg.clip, self.autocast, teacher=online,
@@ -242,27 +245,35 @@ class Trainer:
         if self.cfg.compile:
             for block in blocks:
                 block.compile()
+        # FSDP2 mixed precision: blocks gathered and computed in --dtype, gradients reduced in fp32.
+        from headstart.precision import compute_dtype
+
+        half = compute_dtype(self.cfg.dtype, self.device)
         if teacher is not None and self.cfg.uses_teacher and cache is None:
             teacher.to(self.device).eval().requires_grad_(False)
-            if self.cfg.fsdp:
-                parallel.shard_fsdp(teacher, _blocks(teacher), root=False)
+            if self.cfg.fsdp and self.cfg.shard_teacher:  # forward only: no gradients, no optimizer state
+                parallel.shard_fsdp(teacher, _blocks(teacher), root=False, param_dtype=half)
         if self.cfg.fsdp:
-            return parallel.shard_fsdp(module, blocks)
+            return parallel.shard_fsdp(module, blocks, param_dtype=half)
         return parallel.wrap_ddp(module)
 
     # -- state ---------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
-        """The configuration recorded in checkpoints (with the world size, which must not change)."""
-        return {**self.cfg.to_dict(), "world_size": self.world}
+        """The configuration recorded in checkpoints (with the world size, which only a sharded one may change)."""
+        sharded = {"global_batch": self.cfg.batch_size * self.world} if self.checkpointer is not None else {}
+        return {**self.cfg.to_dict(), "world_size": self.world, **sharded}
 
     def save(self) -> Path | None:
         """A checkpoint of the current step (collective: every rank calls it)."""
+        trainer = {"counters": vars(self.counters), "config": self.config_dict(), "total_steps": self.total_steps}
+        if self.checkpointer is not None:
+            return self.checkpointer.save(self.counters.step, self.model, self.optimizer, trainer,
+                                          {"loader": self.loader.state_dict(), "rng": rng_state()})
         model_state = parallel.full_model_state(self.model)
         optim_state = parallel.full_optimizer_state(self.model, self.optimizer)
         ranks = parallel.all_gather_object({"loader": self.loader.state_dict(), "rng": rng_state()})
         path, error = None, None
         if parallel.is_main():
-            trainer = {"counters": vars(self.counters), "config": self.config_dict(), "total_steps": self.total_steps}
             try:
                 path = save_checkpoint(self.out, self.counters.step, model=model_state, optimizer=optim_state,
                                        ranks=ranks, trainer=trainer, keep=self.cfg.keep)
@@ -276,12 +287,16 @@ class Trainer:
     def restore(self) -> int:
         """Load the newest checkpoint of ``cfg.out`` (refusing a different configuration); its step."""
         path = resumable(self.out, resume=True)
-        ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
-        parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
-        mine = ckpt.ranks[parallel.rank()]
+        if self.checkpointer is not None:
+            got = self.checkpointer.load(path, self.model, self.optimizer, self.config_dict(), ignore=RUN_ONLY)
+            trainer, mine = got.trainer, rank_state_for(got.ranks)
+        else:
+            ckpt = load_checkpoint(path, self.config_dict(), ignore=RUN_ONLY)
+            parallel.load_full_state(self.model, self.optimizer, ckpt.model, ckpt.optimizer)
+            trainer, mine = ckpt.trainer, ckpt.ranks[parallel.rank()]
         self.loader.load_state_dict(mine["loader"])
         set_rng_state(mine["rng"])
-        self.counters = Counters(**ckpt.trainer["counters"])
+        self.counters = Counters(**trainer["counters"])
         log.info("resumed from %s (step %d of %d)", path, self.counters.step, self.total_steps)
         return self.counters.step
 
@@ -321,16 +336,18 @@ class Trainer:
             self.start()
         metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.tensorboard, wandb=cfg.wandb,
                                 config=self.config_dict(), resume_step=self.counters.step if cfg.resume else None)
-        handlers = _install_signals(self._on_signal)
+        handlers = install_signals(self._on_signal)
         show = cfg.progress and parallel.is_main()
         bar = tqdm(total=self.total_steps, initial=self.counters.step, disable=not show, unit="step",
                    dynamic_ncols=True)
         try:
             self._run(metrics, bar, on_step)
+            if self.checkpointer is not None:
+                self.checkpointer.wait()  # an asynchronous save is complete before the run returns
         finally:
             bar.close()
             metrics.close()
-            _restore_signals(handlers)
+            restore_signals(handlers)
         return {"interrupted": self._stop, **vars(self.counters)}
 
     def _run(self, metrics: MetricsLogger, bar: tqdm, on_step: Any) -> None:
@@ -390,19 +407,6 @@ def _blocks(model: nn.Module) -> nn.ModuleList:
     from headstart.models import get_adapter
 
     return get_adapter(model.config).decoder_layers(model)
-
-
-def _install_signals(handler: Any) -> dict[int, Any]:
-    old: dict[int, Any] = {}
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, handler)
-    return old
-
-
-def _restore_signals(old: dict[int, Any]) -> None:
-    for sig, handler in old.items():
-        signal.signal(sig, handler)
 
 
 __all__ = ["DistillModule", "DivergedError", "LossParts", "StepContext", "Trainer", "evaluate", "lr_at",
