@@ -177,6 +177,18 @@ def atomic_dir(final: PathLike, *, replace: bool = False) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_dir(beside: PathLike) -> Iterator[Path]:
+    """A fresh temporary directory beside ``beside`` (named by :func:`temp_path`), removed on exit."""
+    tmp = temp_path(beside)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists on this host (one of another user counts as alive)."""
     if pid <= 0:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from headstart.errors import SpecError
+from headstart.io import write_json, write_yaml
 
 if TYPE_CHECKING:
     from headstart.importance import Importance
@@ -280,14 +281,7 @@ class SubnetSpec:
         """
         path = Path(path)
         doc = {**(extra or {}), "sizes": self.sizes(), "spec": self.to_dict()}
-        if path.suffix == ".json":
-            text = json.dumps(doc, indent=1)
-        else:
-            text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return write_json(path, doc) if path.suffix == ".json" else write_yaml(path, doc)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SubnetSpec:
