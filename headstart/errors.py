@@ -33,3 +33,7 @@ class Interrupted(HeadstartError):
     """A run stopped on a signal after saving what a ``--resume`` continues from."""
 
     exit_code = 130
+
+
+class UnsafePathError(DataError):
+    """A ``file`` entry of a manifest or cache points outside its directory (absolute path, ``..``)."""

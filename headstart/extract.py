@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from accelerate import init_empty_weights
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from headstart.errors import CheckpointError
+from headstart.io import atomic_dir, remove_stale_temps
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
 
@@ -70,10 +70,8 @@ def export(
     if out.exists():
         raise CheckpointError(f"{out} already exists; choose another output directory or remove it")
     student = student if student is not None else build_student(teacher, spec)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    remove_stale_temps(out.parent, f".{out.name}.")
+    with atomic_dir(out) as tmp:
         student.save_pretrained(tmp)
         if teacher.tokenizer is not None:
             teacher.tokenizer.save_pretrained(tmp)
@@ -87,10 +85,6 @@ def export(
         }
         spec.save(tmp / SPEC_FILE, extra=meta)
         verify_export(student, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s (%s params) to %s", spec.describe(), f"{counts.params:,}", out)
     return out
 

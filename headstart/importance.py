@@ -21,11 +21,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from headstart.assets import cache_dir
 from headstart.errors import DataError
+from headstart.io import write_bytes
 from headstart.teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,7 @@ class Importance:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as safetensors, atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        save_file({f.name: getattr(self, f.name).contiguous() for f in fields(self)}, str(tmp))
-        os.replace(tmp, path)
-        return path
+        return write_bytes(path, save({f.name: getattr(self, f.name).contiguous() for f in fields(self)}))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Importance:

@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from headstart.commands import write_text
 from headstart.errors import ConfigError
+from headstart.io import write_json, write_yaml
 from headstart.recipe import RUN_LABELS, RUNS, RecipeConfig
 from headstart.selection import Orders, pick
 
@@ -93,7 +93,7 @@ class Pipeline:
         return saved is not None and saved != key
 
     def _finish(self, stage: str, key: str, **info: Any) -> None:
-        write_text(self._record(stage), json.dumps({"key": key, "finished": time.time(), **info}, indent=1))
+        write_json(self._record(stage), {"key": key, "finished": time.time(), **info})
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self, only: str | None = None) -> Path:
@@ -101,7 +101,7 @@ class Pipeline:
         if only is not None and only not in STAGES:
             raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
         self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "recipe.yaml", yaml.safe_dump(self.recipe.to_dict(), sort_keys=False))
+        write_yaml(self.out / "recipe.yaml", self.recipe.to_dict())
         steps: list[tuple[str, Callable[[], Path]]] = [
             ("prepare", self.prepare), ("search", self.search), ("train", self.train_all),
             ("eval", self.evaluate), ("report", self.report)]
@@ -157,9 +157,9 @@ class Pipeline:
 
         teacher, out = self.teacher, self.out / "search"
         counts = teacher.adapter.counts(seq_len=cfg.seq_len)
-        write_text(out / "teacher.json", json.dumps({
+        write_json(out / "teacher.json", {
             "source": self.recipe.teacher, "fingerprint": teacher.fingerprint, "params": counts.params,
-            "flops_per_token": counts.flops_per_token, "seq_len": cfg.seq_len}, indent=1))
+            "flops_per_token": counts.flops_per_token, "seq_len": cfg.seq_len})
         for label in self.labels:
             best = out / f"best-{label}.yaml"
             if not best.is_file():
@@ -201,7 +201,7 @@ class Pipeline:
             shutil.rmtree(out)  # a run that died before its first checkpoint: nothing to keep
         self.say(f"[{stage}] {'resuming' if cfg.resume else 'training'} {RUN_LABELS[name]} for {cfg.tokens:,} tokens")
         train.run(cfg, teacher=self.teacher)
-        write_text(out / INITIAL, json.dumps(self._initial_loss(cfg)))
+        write_json(out / INITIAL, self._initial_loss(cfg))
         self._finish(stage, key)
         return out
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from headstart.io import atomic_file, write_bytes, write_json, write_text
 
 
 @dataclass
@@ -129,12 +130,12 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        with atomic_file(path, binary=True) as fh:
+            fig.savefig(fh, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 # -- the pipeline's report -----------------------------------------------------------------------
@@ -208,17 +209,11 @@ def write_report(out: str | os.PathLike[str], recipe: Any, labels: list[str]) ->
     teacher = json.loads((out / "search" / "teacher.json").read_text())
     budgets = [budget_report(out, recipe, label, i, teacher, rep) for i, label in enumerate(labels)]
     if (out / "search" / "search.png").is_file():
-        shutil.copyfile(out / "search" / "search.png", rep / "search.png")
+        write_bytes(rep / "search.png", (out / "search" / "search.png").read_bytes())
     summary = {"budgets": budgets, "search": search_summary}
-    _atomic_text(rep / "summary.json", json.dumps(summary, indent=1, default=str))
-    _atomic_text(rep / "report.md", _markdown(recipe, budgets, search_summary, (rep / "search.png").is_file()))
+    write_json(rep / "summary.json", summary, default=str)
+    write_text(rep / "report.md", _markdown(recipe, budgets, search_summary, (rep / "search.png").is_file()))
     return rep
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 _NO_PLOTS = "*(plots skipped: matplotlib is not installed; `pip install 'headstart[plot]'` draws them)*"

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from headstart.errors import SpecError
+from headstart.io import write_json, write_yaml
 
 MODES: tuple[str, ...] = ("importance", "first-k")  # index orders: calibration scores, or leading indices
 
@@ -216,14 +217,7 @@ class SubnetSpec:
         """
         path = Path(path)
         doc = {**(extra or {}), "sizes": self.sizes(), "spec": self.to_dict()}
-        if path.suffix == ".json":
-            text = json.dumps(doc, indent=1)
-        else:
-            text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=120)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return write_json(path, doc) if path.suffix == ".json" else write_yaml(path, doc)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> SubnetSpec:

@@ -11,6 +11,7 @@ from tiny import TEXT, tiny_tokenizer
 from headstart.data import open_split, prepare, read_manifest
 from headstart.data import shards as shards_mod
 from headstart.errors import DataError
+from headstart.io import is_temp_name
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_disk_full_mid_write_leaves_no_half_shard_and_rerun_finishes(tmp_path, t
     with pytest.raises(DataError) as exc:
         prepare([tmp_path / "in"], tok, out, **kw)
     assert "disk is full" in one_line(exc) and "rerun" in str(exc.value)
-    assert not list(out.rglob("*.tmp"))
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]
     progress = json.loads((out / ".progress.json").read_text())
     recorded = {sh["file"] for sp in progress["splits"].values() for sh in sp["shards"]}
     assert {str(p.relative_to(out)) for p in out.rglob("*.bin")} == recorded  # only complete shards remain

@@ -13,6 +13,7 @@ from headstart.data import open_split, prepare, prepare_corpus, read_manifest, t
 from headstart.data import shards as shards_mod
 from headstart.data.loader import WindowLoader
 from headstart.data.sources import decode
+from headstart.io import is_temp_name
 
 EXTRA = ["Héllo wörld 🎭 — naïve café.", "Line one\n\nLine   two\twith tabs\n", "To be, or not to be."]
 
@@ -85,7 +86,7 @@ def test_tokens_equal_the_tokenizers_own(tmp_path, tok):
 
 def test_manifest_records_what_it_should(tmp_path, tok):
     from headstart import __version__
-    from headstart.assets import sha256_file
+    from headstart.io import sha256_file
 
     docs = write_corpus(tmp_path / "in", n=10)
     out = prepare([tmp_path / "in"], tok, tmp_path / "out", tokenizer_source="tiny-src", workers=1, seed=3)
@@ -173,7 +174,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tok, monkeypatch):
     assert not (out / "manifest.json").exists()
     progress = json.loads((out / ".progress.json").read_text())
     assert progress["docs_done"] > 0
-    assert not list(out.rglob("*.tmp"))  # the half-written shard is gone
+    assert not [p for p in out.rglob("*") if is_temp_name(p.name)]  # the half-written shard is gone
     resumed = read_manifest(prepare([tmp_path / "in"], tok, out, **kw))
     assert resumed["splits"] == clean["splits"] and not (out / ".progress.json").exists()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ def _check_outputs(cfg: EvalConfig) -> None:
 def run(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate the checkpoint; writes ``--json`` when asked; returns the results."""
     from headstart import evaluate as ev
-    from headstart.commands import write_text
+    from headstart.io import write_json
 
     _check_outputs(cfg)
     model, tokenizer = ev.load_checkpoint_dir(cfg.checkpoint)
@@ -63,7 +62,7 @@ def run(cfg: EvalConfig) -> dict[str, Any]:
         result["tasks"] = ev.lm_eval_tasks(cfg.checkpoint, cfg.tasks.split(","), cfg.batch_size, cfg.limit)
     result["config"] = {k: v for k, v in vars(cfg).items()}
     if cfg.json_out:
-        write_text(cfg.json_out, json.dumps(result, indent=1))
+        write_json(cfg.json_out, result)
     return result
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from headstart.data.shards import MANIFEST, SPLITS, map_shard, write_json
 from headstart.errors import DataError
+from headstart.io import confined, is_temp_name, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ PROGRESS = ".progress.json"
 
 
 def _ours(name: str) -> bool:
-    return name in (MANIFEST, PROGRESS, *SPLITS) or (name.startswith(".") and name.endswith(".tmp"))
+    return name in (MANIFEST, PROGRESS, *SPLITS) or is_temp_name(name)
 
 
 def check_out_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
@@ -76,7 +77,7 @@ def reusable(out: Path, key: str, overwrite: bool) -> dict[str, Any] | None:
         try:
             for split in SPLITS:
                 for shard in manifest["splits"][split]["shards"]:
-                    map_shard(out / shard["file"], np.dtype(manifest["dtype"]), int(shard["tokens"]))
+                    map_shard(confined(out, shard["file"]), np.dtype(manifest["dtype"]), int(shard["tokens"]))
             (out / PROGRESS).unlink(missing_ok=True)  # left over if a run stopped right after its manifest
             return manifest
         except DataError as exc:
@@ -114,10 +115,10 @@ def start_state(out: Path, key: str, fingerprint: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     keep = {sh["file"] for sp in state["splits"].values() for sh in sp["shards"]}
     for split in SPLITS:
+        remove_stale_temps(out / split)
         for path in (out / split).glob("*") if (out / split).is_dir() else ():
-            if path.is_file() and f"{split}/{path.name}" not in keep:
+            if path.is_file() and not is_temp_name(path.name) and f"{split}/{path.name}" not in keep:
                 path.unlink()
-    for path in out.glob(".*.tmp"):
-        path.unlink()
+    remove_stale_temps(out)
     write_json(out / PROGRESS, state)
     return state

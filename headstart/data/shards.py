@@ -12,22 +12,20 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from headstart import io
 from headstart.errors import DataError
+from headstart.io import atomic_file
 
 SPLITS: tuple[str, ...] = ("train", "search", "val")
 MANIFEST = "manifest.json"
 FORMAT = "headstart-tokens/1"
 _CHUNK_BYTES = 1 << 22
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp's files are 0600
 
 
 def dtype_for_vocab(vocab_size: int) -> np.dtype:
@@ -53,49 +51,29 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
 
     On any failure the temporary file is removed, so no partial shard is ever left behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     digest = hashlib.sha256()
     data = memoryview(np.ascontiguousarray(tokens)).cast("B")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_file(path, binary=True) as fh:
             for start in range(0, len(data), _CHUNK_BYTES):
                 chunk = data[start : start + _CHUNK_BYTES]
                 digest.update(chunk)
                 _write_chunk(fh, chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         if exc.errno in _DISK_FULL:
             raise disk_full_error(path, exc) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
     return digest.hexdigest()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` as JSON to ``path`` atomically; a full disk is a :class:`DataError` that says how
+    to resume."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
+        io.write_json(path, data)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         if exc.errno in _DISK_FULL:
             raise disk_full_error(path, exc) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -137,7 +115,7 @@ class TokenStream:
         self.shards: list[np.ndarray] = []
         self.offsets: list[int] = [0]
         for shard in self.manifest["splits"][split]["shards"]:
-            path = Path(data_dir) / shard["file"]
+            path = io.confined(data_dir, shard["file"])
             self.shards.append(map_shard(path, self.dtype, int(shard["tokens"])))
             self.offsets.append(self.offsets[-1] + int(shard["tokens"]))
 

@@ -194,7 +194,7 @@ def scan_source(src: Source, text_field: str, max_doc_bytes: int = DEFAULT_MAX_D
     if src.kind == "hf":
         ds = _hf_dataset(src.name, text_field)
         return SourceInfo(str(getattr(ds, "_fingerprint", "")), 0, len(ds))
-    from headstart.assets import sha256_file
+    from headstart.io import sha256_file
 
     path = Path(src.path or src.name)
     if not path.is_file():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import CheckpointError
+from headstart.io import write_text
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,7 @@ class Journal:
         log.info("resuming %s: %d evaluation(s) already done", self.path, len(records))
 
     def _rewrite(self, records: list[dict[str, Any]]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        with open(tmp, "w") as f:
-            for rec in [self.header, *records]:
-                f.write(json.dumps(rec, separators=(",", ":")) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(json.dumps(rec, separators=(",", ":")) + "\n" for rec in [self.header, *records]))
 
     def append(self, record: dict[str, Any]) -> None:
         """Add one evaluation (flushed and fsynced before returning)."""

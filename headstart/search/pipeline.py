@@ -16,12 +16,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
-import yaml
 
 from headstart import parallel
 from headstart.configs import SearchConfig
 from headstart.errors import CheckpointError
 from headstart.importance import data_fingerprint, load_or_compute_importance
+from headstart.io import write_json, write_yaml
 from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
 from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
 from headstart.search.fitness import Fitness
@@ -153,7 +153,7 @@ def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig)
     """Best spec per bin (YAML), the resolved space, ``summary.json`` and the plot."""
     out, main = outcome.out, outcome.runs[0]
     files: dict[str, Path] = {}
-    _write_text(out / "space.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_yaml(out / "space.yaml", config.to_dict())
     for state in main.bins:
         trained = winner(outcome.rungs.get(state.table.bin.label, []))
         best = trained.candidate if trained is not None else state.best
@@ -169,15 +169,8 @@ def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig)
                           "rung_student": str(trained.student)})
         files[state.table.bin.label] = best.spec.save(out / f"best-{state.table.bin.label}.yaml", extra=extra)
     data = summary(outcome)
-    files["summary"] = _write_text(out / "summary.json", json.dumps(data, indent=1))
+    files["summary"] = write_json(out / "summary.json", data)
     png = plot(outcome, out / "search.png")
     if png is not None:
         files["plot"] = png
     outcome.files = files
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    return path

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from headstart.io import atomic_file
 from headstart.search.bins import format_params
 from headstart.search.outcome import SearchOutcome
 
@@ -112,8 +113,9 @@ def plot(outcome: SearchOutcome, path: str | os.PathLike[str]) -> Path | None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_file(path, binary=True) as fh:
+            fig.savefig(fh, format="png", dpi=120)
+    finally:
+        plt.close(fig)
     return path

@@ -25,6 +25,7 @@ import torch
 
 from headstart import parallel
 from headstart.errors import ConfigError
+from headstart.io import write_json
 from headstart.lm_loss import sum_cross_entropy
 from headstart.search.evolve import BinRun, Candidate
 
@@ -140,14 +141,8 @@ def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: 
                   "loss": float(sums[0] / sums[1]), "untrained_loss": cand.loss, "flops": flops,
                   "student": str(student_dir)}
         if parallel.is_main():
-            _write_json(done, record)
+            write_json(done, record)
         parallel.barrier()
     record = json.loads(done.read_text())
     return RungResult(cand, rung, int(record["tokens"]), float(record["loss"]), Path(record["student"]),
                       int(record["flops"]))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)

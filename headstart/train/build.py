@@ -8,20 +8,17 @@ and exports the trained student as a standard Hugging Face checkpoint with ``tra
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from headstart import parallel
 from headstart.errors import ConfigError, TeacherError
+from headstart.io import atomic_dir, remove_stale_temps, write_json, write_yaml
 from headstart.models import get_adapter
 from headstart.precision import compute_dtype
 from headstart.spec import SubnetSpec
@@ -115,18 +112,24 @@ def check_data(cfg: TrainConfig, teacher: Any, student: PreTrainedModel, student
 
 def write_config(cfg: TrainConfig) -> Path:
     """The resolved configuration, beside the outputs, as ``config.yaml`` (atomically)."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, out / "config.yaml")
-    return out / "config.yaml"
+    return write_yaml(Path(cfg.out) / "config.yaml", cfg.to_dict())
+
+
+def remove_stale(out: Path) -> None:
+    """Remove what killed runs left in ``out``: temporaries of the export, the config, the metrics and
+    checkpoints (only those of processes that no longer exist)."""
+    from headstart.train.checkpoint import CHECKPOINTS
+
+    for folder in (out, out / CHECKPOINTS):
+        for path in remove_stale_temps(folder):
+            log.info("removed %s, left by a process that no longer runs", path)
 
 
 def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> Path | None:
     """Write the trained student as a Hugging Face checkpoint with ``training_summary.json``.
 
-    Collective (every rank calls it); rank 0 writes to a temporary sibling and renames it into place.
+    Collective (every rank calls it); rank 0 writes to a temporary sibling, reloads it and compares its
+    logits with the trained student (:func:`headstart.extract.verify_export`), then swaps it into place.
     """
     module = parallel.unwrap(trainer.model)
     if trainer.cfg.fsdp and parallel.is_distributed():
@@ -141,22 +144,19 @@ def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[st
             warnings.simplefilter("ignore")
             student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
         student.load_state_dict(state)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    from headstart.extract import verify_export
+
+    was_training = student.training
+    student.eval()
     try:
-        was_training = student.training
-        student.eval()
-        student.save_pretrained(tmp)
+        with atomic_dir(out_dir, replace=True) as tmp:
+            student.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            write_json(tmp / SUMMARY, summary, default=str)
+            verify_export(student, tmp)
+    finally:
         student.train(was_training)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
-        (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported the trained student to %s", out_dir)
     return out_dir
 
@@ -210,6 +210,7 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
                       hidden=hidden_targets(cfg, teacher))
     trainer.start()  # refuses (or resumes) before config.yaml is written
     if parallel.is_main():
+        remove_stale(Path(cfg.out))
         write_config(cfg)
     result = trainer.fit()
     if result["interrupted"]:

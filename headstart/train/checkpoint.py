@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from headstart.errors import CheckpointError
+from headstart.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +104,6 @@ def resumable(out_dir: str | os.PathLike[str], resume: bool) -> Path | None:
     return path
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses tensors sharing storage (tied embeddings): give each key its own copy."""
     seen: set[tuple[int, int]] = set()
@@ -135,22 +128,13 @@ def save_checkpoint(out_dir: str | os.PathLike[str], step: int, *, model: dict[s
     final = root / f"step-{step:08d}"
     if final.exists():
         return final  # already saved at this step (e.g. a signal right after a periodic save)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        save_file(_dedupe_shared(model), str(tmp / "model.safetensors"))
-        torch.save(optimizer, tmp / "optimizer.pt")
-        torch.save(ranks, tmp / "ranks.pt")
-        (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=1, default=str))
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        os.replace(tmp, final)
-        _fsync(root)
+        with atomic_dir(final) as tmp:
+            save_file(_dedupe_shared(model), str(tmp / "model.safetensors"))
+            torch.save(optimizer, tmp / "optimizer.pt")
+            torch.save(ranks, tmp / "ranks.pt")
+            (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=1, default=str))
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         prev = latest_checkpoint(out_dir)
         kept = f"the previous checkpoint {prev.name} is intact" if prev else "no earlier checkpoint exists"
         raise CheckpointError(

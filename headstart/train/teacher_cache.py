@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from headstart.errors import DataError
+from headstart.io import atomic_dir, confined, remove_stale_temps, sha256_file
 from headstart.train.kd_loss import TopK, default_chunk
 
 log = logging.getLogger(__name__)
@@ -52,14 +52,6 @@ def bytes_per_token(k: int, vocab: int, seq_len: int) -> float:
 def index_dtype(vocab: int) -> np.dtype:
     """uint16 ids when every id fits, else int32."""
     return np.dtype("<u2") if vocab <= 1 << 16 else np.dtype("<i4")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.no_grad()
@@ -111,11 +103,8 @@ class _ShardWriter:
         files = {}
         for part in PARTS:
             path = self.root / f"{n:05d}.{part}.npy"
-            with open(path, "wb") as fh:
-                np.save(fh, np.stack(self.buf[part]), allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            files[part] = {"file": path.name, "sha256": _sha256(path)}
+            np.save(path, np.stack(self.buf[part]), allow_pickle=False)  # the directory is fsynced whole
+            files[part] = {"file": path.name, "sha256": sha256_file(path)}
         self.shards.append({"windows": len(self.buf["keys"]), "files": files})
         self.windows += len(self.buf["keys"])
         self.buf = {p: [] for p in PARTS}
@@ -134,14 +123,12 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
         raise DataError(f"{out} already exists; choose another --out or remove it")
     if not 1 <= k <= vocab:
         raise DataError(f"--k {k} must lie between 1 and the vocabulary size {vocab}")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    writer = _ShardWriter(tmp, shard_windows, index_dtype(vocab))
+    remove_stale_temps(out.parent, f".{out.name}.")
     head = teacher.get_output_embeddings().weight
     device = head.device
     bar = tqdm(total=max_windows, unit="window", disable=not progress, desc="teacher top-k")
-    try:
+    with atomic_dir(out) as tmp:
+        writer = _ShardWriter(tmp, shard_windows, index_dtype(vocab))
         for batch in batches:
             if batch.shape[1] != seq_len + 1:
                 raise DataError(f"windows of {batch.shape[1] - 1} tokens; the cache is for --seq-len {seq_len}")
@@ -161,12 +148,6 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
                     "index_dtype": writer.id_dtype.str, "bytes_per_token": bytes_per_token(k, vocab, seq_len),
                     **meta, "shards": writer.shards}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        bar.close()
     log.info("cached top-%d teacher log-probs of %d windows in %s", k, writer.windows, out)
     return out
 
@@ -197,8 +178,8 @@ class TeacherCache:
         arrays = self._arrays.setdefault(shard, {})
         if part not in arrays:
             info = self.meta["shards"][shard]["files"][part]
-            path = self.path / info["file"]
-            if not path.is_file() or _sha256(path) != info["sha256"]:
+            path = confined(self.path, info["file"])
+            if not path.is_file() or sha256_file(path) != info["sha256"]:
                 raise DataError(
                     f"teacher cache file {path} is missing or was modified (checksum mismatch); "
                     "rebuild the cache with `headstart cache-logits`"
