@@ -229,6 +229,19 @@ def remove_stale_temps(parent: PathLike, prefix: str = "") -> list[Path]:
     return removed
 
 
+def read_jsonl(path: PathLike) -> list[dict[str, Any]]:
+    """The objects of a JSONL file; a line that does not parse (one torn by a kill) is skipped."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def sha256_file(path: PathLike, chunk: int = 1 << 22) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()

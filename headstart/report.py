@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from headstart.io import atomic_file, write_bytes, write_json, write_text
+from headstart.io import atomic_file, read_jsonl, write_bytes, write_json, write_text
 
 
 @dataclass
@@ -140,19 +140,9 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
 
 # -- the pipeline's report -----------------------------------------------------------------------
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, params: int = 0) -> RunCurve:
     """The validation curve of a training run directory (``metrics.jsonl``)."""
-    rows = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r.get("val_loss") is not None]
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("val_loss") is not None]
     by_step = {int(r["step"]): r for r in rows}  # a resumed run may repeat steps: keep the last
     rows = [by_step[s] for s in sorted(by_step)]
     initial = run_dir / "initial.json"
@@ -173,7 +163,7 @@ def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int, bin_index:
     importance = float(teacher_flops_per_token) * search.calibration_windows * search.seq_len
     main = f"{search.strategy}/{search.order}"
     cost = sum(float(r.get("scored_flops", float(r.get("flops", 0)) * search.windows * search.seq_len))
-               for r in _read_jsonl(out / "search" / "journal.jsonl")[1:]
+               for r in read_jsonl(out / "search" / "journal.jsonl")[1:]
                if r.get("run") == main and int(r.get("bin", -1)) == bin_index and not r.get("reused"))
     summary = json.loads((out / "search" / "summary.json").read_text())
     rungs = sum(float(r["flops"]) for b in summary.get("rungs", []) if b["bin"] == bin_index for r in b["results"])

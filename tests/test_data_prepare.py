@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import multiprocessing
+import os
+import signal
 
 import numpy as np
 import pytest
 from tiny import TEXT, tiny_tokenizer
 
+from headstart.data import encode as encode_mod
 from headstart.data import open_split, prepare, prepare_corpus, read_manifest, tokenizer_fingerprint
 from headstart.data import shards as shards_mod
 from headstart.data.loader import WindowLoader
 from headstart.data.sources import decode
+from headstart.errors import DataError
 from headstart.io import is_temp_name
 
 EXTRA = ["Héllo wörld 🎭 — naïve café.", "Line one\n\nLine   two\twith tabs\n", "To be, or not to be."]
@@ -177,6 +182,40 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tok, monkeypatch):
     assert not [p for p in out.rglob("*") if is_temp_name(p.name)]  # the half-written shard is gone
     resumed = read_manifest(prepare([tmp_path / "in"], tok, out, **kw))
     assert resumed["splits"] == clean["splits"] and not (out / ".progress.json").exists()
+
+
+def _dies_on_document_25(texts):
+    """A tokenizer worker killed (OOM killer, kill -9) while it holds one batch."""
+    if any(t.startswith("Document 25:") for t in texts):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _real_encode(texts)
+
+
+_real_encode = encode_mod._encode_in_worker
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="the stand-in worker is forked")
+def test_a_dead_tokenizer_worker_fails_clearly_and_the_rerun_resumes(tmp_path, tok, monkeypatch):
+    write_corpus(tmp_path / "in", n=40)
+    kw = dict(tokenizer_source="t", workers=2, shard_tokens=100, search_frac=3, val_frac=3)  # batches of 100 chars
+    clean = read_manifest(prepare([tmp_path / "in"], tok, tmp_path / "clean", **kw))
+    monkeypatch.setattr(encode_mod, "_encode_in_worker", _dies_on_document_25)  # forked workers inherit it
+    def hang(*_):
+        raise TimeoutError("prepare hung on a dead worker")
+
+    signal.signal(signal.SIGALRM, hang)  # a hang (a multiprocessing.Pool waits forever) fails, not blocks the suite
+    signal.alarm(120)
+    try:
+        with pytest.raises(DataError, match="tokenizer worker process died.*rerun prepare"):
+            prepare([tmp_path / "in"], tok, tmp_path / "out", **kw)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    monkeypatch.undo()
+    out = tmp_path / "out"
+    assert not (out / "manifest.json").exists() and not [p for p in out.rglob("*") if is_temp_name(p.name)]
+    resumed = read_manifest(prepare([tmp_path / "in"], tok, out, **kw))
+    assert resumed["splits"] == clean["splits"]
 
 
 def test_jsonl_gz_and_large_text_pieces(tmp_path, tok):

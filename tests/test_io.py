@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from tiny import dead_pid, temp_name_of
 
 from headstart import io
 from headstart.errors import HeadstartError, UnsafePathError
-
-
-def dead_pid() -> int:
-    """The id of a process that has exited (and been reaped)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def temp_name_of(final: Path, pid: int, kind: str = "tmp") -> Path:
-    """The temporary name a process ``pid`` of this host would give ``final``."""
-    made = io.temp_path(final, kind)
-    return made.with_name(made.name.replace(f"-{os.getpid()}-", f"-{pid}-", 1))
 
 
 def test_files_are_written_whole_and_failures_leave_nothing(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import dead_pid, temp_name_of
 from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
     VOCAB,
     StandInLoader,
@@ -92,6 +93,45 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     for (ka, va), (kb, vb) in zip(a.optimizer["state"].items(), b.optimizer["state"].items()):
         assert ka == kb and all(torch.equal(va[s], vb[s]) for s in va)
     assert [r["step"] for r in _rows(cfg)] == list(range(1, 13))
+
+
+class _Killed(Exception):
+    """Stands in for kill -9: the run stops between two checkpoints, nothing is saved."""
+
+
+def _die_at(step):
+    def hook(trainer):
+        if trainer.counters.step == step:
+            raise _Killed
+    return hook
+
+
+def test_metrics_after_a_kill_have_no_repeated_steps_and_survive_a_torn_line(tmp_path):
+    kw = dict(tokens=12 * 2 * SEQ, save_every=5)
+    cfg = config(tmp_path / "a", **kw)
+    with pytest.raises(_Killed):  # killed at step 7: rows 1..7 logged, the checkpoint is step 5
+        _trainer(cfg)[0].fit(on_step=_die_at(7))
+    with open(os.path.join(cfg.out, "metrics.jsonl"), "a") as f:
+        f.write('{"step": 8, "tok')  # torn by the kill mid-write
+    assert _trainer(config(tmp_path / "a", resume=True, **kw))[0].fit()["step"] == 12
+    assert [r["step"] for r in _rows(cfg)] == list(range(1, 13))
+    csv_steps = [line.split(",")[0] for line in open(os.path.join(cfg.out, "metrics.csv")).read().splitlines()[1:]]
+    assert csv_steps == [str(s) for s in range(1, 13)]
+
+    fresh = config(tmp_path / "b", **kw)  # killed before its first checkpoint, then rerun from scratch
+    with pytest.raises(_Killed):
+        _trainer(fresh)[0].fit(on_step=_die_at(3))
+    assert not list_checkpoints(fresh.out)
+    dead = dead_pid()  # and the temporaries of a process killed while saving and exporting
+    stale = [temp_name_of(Path(fresh.out) / "checkpoints" / "step-00000005", dead),
+             temp_name_of(Path(fresh.out) / "student", dead)]
+    for d in stale:
+        d.mkdir(parents=True)
+        (d / "model.safetensors").write_bytes(b"x" * 1000)
+    assert _trainer(fresh)[0].fit()["step"] == 12
+    assert [r["step"] for r in _rows(fresh)] == list(range(1, 13))
+    assert not any(d.exists() for d in stale)
+
 
 
 def test_resume_with_other_config_is_refused(tmp_path):

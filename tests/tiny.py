@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -67,3 +70,18 @@ def save_tiny_teacher(family: str, path: Path, seed: int = 0) -> Path:
     tiny_model(family, seed).save_pretrained(path)
     tiny_tokenizer().save_pretrained(path)
     return path
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def temp_name_of(final: Path, pid: int, kind: str = "tmp") -> Path:
+    """The temporary name a process ``pid`` of this host would give ``final``."""
+    from headstart import io
+
+    made = io.temp_path(final, kind)
+    return made.with_name(made.name.replace(f"-{os.getpid()}-", f"-{pid}-", 1))

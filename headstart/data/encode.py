@@ -4,6 +4,9 @@ Workers get the tokenizer once (forked workers inherit it; spawned ones rebuild 
 and then only batches of texts; results come back in submission order, with at most a few batches in
 flight, so memory stays bounded whatever the corpus size. Every non-empty document gets the EOS id
 appended; the token ids are exactly those of ``tokenizer.encode(text, add_special_tokens=False)``.
+A worker that dies (the OOM killer, ``kill -9``) fails the run with a :class:`DataError` at once (a
+process pool executor marks itself broken; a plain ``multiprocessing.Pool`` would wait forever for
+the lost batch); ``prepare`` resumes from its last finished shard.
 """
 
 from __future__ import annotations
@@ -13,9 +16,13 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
+
+from headstart.errors import DataError
 
 log = logging.getLogger(__name__)
 _worker: dict[str, Any] = {}
@@ -91,8 +98,9 @@ class Encoder:
             _worker["backend"] = self.backend  # what forked workers inherit
             tokenizer_json = None if method == "fork" else self.backend.to_str()
             try:
-                self._pool = multiprocessing.get_context(method).Pool(
-                    self.workers, initializer=_init_worker, initargs=(tokenizer_json, self.eos, self.dtype)
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context(method), initializer=_init_worker,
+                    initargs=(tokenizer_json, self.eos, self.dtype),
                 )
             finally:
                 if saved is None:
@@ -103,8 +111,7 @@ class Encoder:
 
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)  # at most a few small batches are in flight
             self._pool = None
         _worker.clear()
 
@@ -114,12 +121,29 @@ class Encoder:
             for meta, texts in batches:
                 yield (meta, *_encode_texts(self.backend, self.tokenizer, texts, self.eos, self.dtype))
             return
-        pending: deque = deque()
+        pending: deque[tuple[Any, Future]] = deque()
         for meta, texts in batches:
-            pending.append((meta, self._pool.apply_async(_encode_in_worker, (texts,))))
+            pending.append((meta, self._submit(texts)))
             if len(pending) >= 2 * self.workers + 1:
                 meta0, res = pending.popleft()
-                yield (meta0, *res.get())
+                yield (meta0, *_result(res))
         while pending:
             meta0, res = pending.popleft()
-            yield (meta0, *res.get())
+            yield (meta0, *_result(res))
+
+    def _submit(self, texts: list[str]) -> Future:
+        try:
+            return self._pool.submit(_encode_in_worker, texts)
+        except BrokenProcessPool:
+            raise DataError(_DEAD) from None
+
+
+_DEAD = ("a tokenizer worker process died (killed, or out of memory); rerun prepare (it resumes from the last "
+         "finished shard), with fewer --workers if memory is short")
+
+
+def _result(future: Future) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise DataError(_DEAD) from None

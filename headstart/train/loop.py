@@ -22,7 +22,9 @@ from tqdm.auto import tqdm
 
 from headstart import parallel
 from headstart.errors import CheckpointError, HeadstartError
+from headstart.io import remove_stale_temps
 from headstart.train.checkpoint import (
+    CHECKPOINTS,
     latest_checkpoint,
     load_checkpoint,
     resumable,
@@ -334,8 +336,11 @@ class Trainer:
         cfg = self.cfg
         if not self.started:
             self.start()
+        if parallel.is_main():  # what killed runs left half-written (checkpoints, the export, metrics)
+            for folder in (self.out, self.out / CHECKPOINTS):
+                remove_stale_temps(folder)
         metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.tensorboard, wandb=cfg.wandb,
-                                config=self.config_dict(), resume_step=self.counters.step if cfg.resume else None)
+                                config=self.config_dict(), start_step=self.counters.step)
         handlers = install_signals(self._on_signal)
         show = cfg.progress and parallel.is_main()
         bar = tqdm(total=self.total_steps, initial=self.counters.step, disable=not show, unit="step",

@@ -1,6 +1,8 @@
 """Training metrics: JSONL and CSV always, TensorBoard and Weights & Biases when installed and asked.
 
 One :class:`MetricsLogger` on rank 0; other ranks get a null logger, so the loop never branches.
+A run starts by cutting both files back to the step it starts from (a fresh run: empty), so a rerun
+after a kill never repeats steps, and a line torn by a kill mid-write is dropped, never fatal.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from headstart import io
 from headstart.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -24,15 +27,14 @@ class MetricsLogger:
     """Appends one row per call to ``metrics.jsonl`` and ``metrics.csv`` in ``out_dir``."""
 
     def __init__(self, out_dir: str | os.PathLike[str], *, enabled: bool = True, tensorboard: bool = False,
-                 wandb: str | None = None, config: dict[str, Any] | None = None, resume_step: int | None = None):
+                 wandb: str | None = None, config: dict[str, Any] | None = None, start_step: int = 0):
         self.enabled = enabled
         self.out = Path(out_dir)
         self._tb = self._wandb = None
         if not enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None:
-            self._truncate(resume_step)
+        self._truncate(start_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -47,14 +49,15 @@ class MetricsLogger:
             self._wandb = wandb_mod.init(project=wandb, config=config or {}, dir=str(self.out))
 
     def _truncate(self, step: int) -> None:
-        """Drop rows logged after ``step`` by an interrupted run that is being resumed."""
+        """Keep only the rows up to ``step`` (the checkpoint this run starts from; 0: none), dropping
+        what an interrupted run logged after it and any torn line."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
+            (self.out / "metrics.csv").unlink(missing_ok=True)
             return
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if int(r.get("step", 0)) <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        with open(self.out / "metrics.csv", "w", newline="") as f:
+        rows = [r for r in io.read_jsonl(path) if 0 < int(r.get("step", 0)) <= step]
+        io.write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+        with io.atomic_file(self.out / "metrics.csv") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
