@@ -12,8 +12,9 @@ parameters, per seed:
 Each method's winner is scored untrained on fixed ``val`` windows the search never saw
 (``heldout_loss``), then trained with the same fixed budget (KD from the teacher, the same options for
 every method) and scored again on those windows (``trained_loss``). ``fitness_speedup`` times the
-shipped fitness (bf16 where the CPU is fast at it) against the plain fp32 path on the same candidates
-in one run, and ``rank_correlation`` is Spearman's rho between their losses.
+shipped fitness (bf16 where the CPU is fast at it, early abandonment) against the plain fp32 path on
+the same candidates in one run (``precision_speedup``: bf16 alone), and ``rank_correlation`` is
+Spearman's rho between the fp32 and bf16 losses.
 
 The measurement is resumable run by run: every (method, seed) result is a JSON file under
 ``bench/results/search_quality/``; a rerun skips what is finished, so seeds can be added later.
@@ -176,7 +177,15 @@ def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: i
 
 
 def _fitness_speed(args, teacher, data, budget: int) -> dict:
-    """The shipped fitness (``--dtype auto``) vs plain fp32 on the same candidates, timed in one run."""
+    """The shipped fitness against plain fp32 on the same candidates, timed interleaved in one run.
+
+    Three arms: ``float32`` (the old path: fp32, every window), ``auto`` (the precision lever alone,
+    every window) and ``shipped`` (``auto`` plus early abandonment against a population threshold:
+    the worst of the best ``--population`` losses seen so far, as the evolution passes it).
+    ``abandon_errors`` counts abandoned candidates whose full fp32 loss would have entered that
+    population (a wrong abandonment).
+    """
+    from headstart.configs import SearchConfig
     from headstart.search.bins import SizeGrid, make_bins
     from headstart.search.fitness import Fitness
     from headstart.search.operators import sample
@@ -190,15 +199,26 @@ def _fitness_speed(args, teacher, data, budget: int) -> dict:
     [table] = make_bins(SizeGrid(space), [budget], 0.1)
     rng = random.Random(0)
     specs = [space.to_spec(sample(space, table, rng)) for _ in range(args.speed_candidates)]
-    fitness = {"float32": Fitness(teacher, windows, dtype="float32"), "auto": Fitness(teacher, windows, dtype="auto")}
+    shipped = SearchConfig()
+    fitness = {"float32": Fitness(teacher, windows, dtype="float32"), "auto": Fitness(teacher, windows, dtype="auto"),
+               "shipped": Fitness(teacher, windows, dtype="auto", abandon_after=shipped.abandon_after,
+                                  abandon_margin=shipped.abandon_margin)}
     losses, seconds = {k: [] for k in fitness}, dict.fromkeys(fitness, 0.0)
-    for spec in specs:  # interleaved, so load changes hit both alike
+    abandoned, errors = 0, 0
+    for spec in specs:  # interleaved, so load changes hit all arms alike
+        best = sorted(losses["shipped"])[:args.population]
+        threshold = best[-1] if len(best) == args.population else None
         for name, fit in fitness.items():
             start = time.perf_counter()
-            losses[name].append(fit(spec))
+            losses[name].append(fit(spec, threshold) if name == "shipped" else fit(spec))
             seconds[name] += time.perf_counter() - start
+        if fitness["shipped"].abandoned:
+            abandoned += 1
+            errors += losses["float32"][-1] < threshold
     return {"candidates": len(specs), "seconds": {k: round(v, 1) for k, v in seconds.items()},
-            "fitness_speedup": round(seconds["float32"] / seconds["auto"], 3),
+            "precision_speedup": round(seconds["float32"] / seconds["auto"], 3),
+            "fitness_speedup": round(seconds["float32"] / seconds["shipped"], 3),
+            "abandoned": abandoned, "abandon_errors": errors,
             "rank_correlation": round(_spearman(losses["float32"], losses["auto"]), 4),
             "max_abs_diff": round(max(abs(a - b) for a, b in zip(losses["float32"], losses["auto"])), 4)}
 

@@ -26,15 +26,23 @@ log = logging.getLogger(__name__)
 SPEC_FILE = "headstart_spec.yaml"
 
 
-def build_student(teacher: Teacher, spec: SubnetSpec, state: dict[str, torch.Tensor] | None = None) -> PreTrainedModel:
+def build_student(teacher: Teacher, spec: SubnetSpec, state: dict[str, torch.Tensor] | None = None,
+                  share: bool = False) -> PreTrainedModel:
     """The sub-network ``spec`` of ``teacher`` as a model in memory (same dtype and device).
 
     Nothing touches the disk. ``state`` may pass a precomputed ``teacher.model.state_dict()`` so
-    that many candidates can be sliced cheaply.
+    that many candidates can be sliced cheaply. The student owns its weights (training or refitting
+    it never touches the teacher) unless ``share``: then a weight that ``spec`` keeps whole is the
+    teacher's own tensor, which only a read-only user (search fitness) may ask for.
     """
     adapter = teacher.adapter
     config = adapter.student_config(spec)
-    sliced = adapter.slice_state_dict(state if state is not None else teacher.model.state_dict(), spec)
+    source = state if state is not None else teacher.model.state_dict()
+    sliced = adapter.slice_state_dict(source, spec)
+    if not share:
+        owned = {t.untyped_storage().data_ptr() for t in source.values()}
+        sliced = {k: t.clone(memory_format=torch.contiguous_format) if t.untyped_storage().data_ptr() in owned else t
+                  for k, t in sliced.items()}
     param = next(teacher.model.parameters())
     with init_empty_weights(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

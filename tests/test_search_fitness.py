@@ -61,6 +61,21 @@ def test_fitness_is_the_mean_next_token_ce_of_the_built_student():
     assert bf16 == pytest.approx(s / n, rel=2e-2) and bf16 != s / n
 
 
+@pytest.mark.parametrize("family", ["smollm2", "gpt_neox"])
+def test_a_built_student_owns_its_weights_unless_fitness_asks_to_share(family):
+    teacher = Teacher.from_model(tiny_model(family))
+    before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    whole = full(teacher.dims)  # keeps every weight whole: the case where slicing copies nothing
+    student = build_student(teacher, whole)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)  # training or a refit
+    assert all(torch.equal(v, before[k]) for k, v in teacher.model.state_dict().items())
+    shared = build_student(teacher, whole, share=True)
+    teacher_ptrs = {t.data_ptr() for t in teacher.model.state_dict().values()}
+    assert all(p.data_ptr() in teacher_ptrs for p in shared.parameters())  # fitness slices nothing it need not
+
+
 def test_early_abandonment_scores_the_first_windows_of_a_clearly_worse_candidate():
     teacher = Teacher.from_model(tiny_model("smollm2"))
     windows = torch.randint(0, 512, (8, 17), generator=torch.Generator().manual_seed(1))

@@ -85,7 +85,7 @@ class Fitness:
     def __call__(self, spec: SubnetSpec, threshold: float | None = None) -> float:
         """Mean next-token CE (nats) of the sub-network ``spec`` over all ranks' windows (or over the first
         part of them, when it is clearly worse than ``threshold``)."""
-        student = build_student(self.teacher, spec, state=self.state)
+        student = build_student(self.teacher, spec, state=self.state, share=True)  # read only
         head = self.head if threshold is not None and math.isfinite(threshold) else 0
         sums = self._sums(student, self.windows[:head]) if head else torch.zeros(2, dtype=torch.float64)
         self.abandoned = bool(head) and float(sums[0] / sums[1]) > threshold + self.abandon_margin
