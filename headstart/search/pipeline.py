@@ -106,7 +106,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     header = {
         "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
         "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
-        "search": {"strategy": job.strategy, "order": job.order, "population": job.population},
+        "search": {"strategy": job.strategy, "order": job.order, "population": job.population,
+                   "generation_size": job.generation_size or job.population},
         "teacher_source": teacher.source, "data_dir": str(job.data), "space_config": config.to_dict(),
         "bins": [t.bin.to_dict() for t in tables], "seq_len": job.seq_len, "windows": job.windows,
     }
@@ -130,7 +131,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
                 # whittle's setting: first-k slicing *and* prefix layers
                 space = SearchSpace(replace(config, depth_modes=("top",)), teacher.adapter, orders["first-k"])
             settings = SearchSettings(strategy=strategy, population=job.population, evaluations=job.evaluations,
-                                      time_limit=job.time_limit, seed=job.seed, aging=job.aging)
+                                      time_limit=job.time_limit, seed=job.seed, aging=job.aging,
+                                      generation_size=job.generation_size)
             computed, start = evaluator.computed, time.perf_counter()
             states = run_search(space, tables, evaluator, settings, name, progress)
             runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
