@@ -103,6 +103,11 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     budgets = parse_params(job.params) if job.params is not None else None
     job.check_budget()
     tables = make_bins(grid, budgets, job.tolerance, job.bins)
+    per_generation = (job.generation_size or job.population) * len(tables)
+    if parallel.world_size() > per_generation and parallel.is_main():
+        log.warning("%d processes but %d candidates per generation (%d bins x generation size %d): %d process(es) "
+                    "idle; raise --generation-size to use them", parallel.world_size(), per_generation, len(tables),
+                    job.generation_size or job.population, parallel.world_size() - per_generation)
     header = {
         "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
         "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
@@ -142,9 +147,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
         outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
     rung_settings = RungSettings(job.rungs, job.rung_candidates, job.rung_tokens, job.rung_eta, job.seed, job.dtype,
                                  job.batch_size)
-    for state in runs[0].bins:
-        outcome.rungs[state.table.bin.label] = run_rungs(state, rung_settings, teacher, str(job.data), windows,
-                                                         out / "rungs", job.seq_len, job.resume)
+    outcome.rungs = run_rungs(runs[0].bins, rung_settings, teacher, str(job.data), windows, out / "rungs",
+                              job.seq_len, job.resume)
     if parallel.is_main():
         write_outputs(outcome, teacher, config)
     parallel.barrier()

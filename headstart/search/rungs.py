@@ -75,36 +75,46 @@ class RungResult:
     flops: int  # training FLOPs of this rung (student 3x forward + teacher forward) plus its scoring
 
 
-def run_rungs(state: BinRun, settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor, out: Path,
-              seq_len: int, resume: bool) -> list[RungResult]:
-    """Successive halving over the best candidates of one bin; every result, rung by rung (the last
-    rung's best is the winner)."""
+def run_rungs(states: list[BinRun], settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor,
+              out: Path, seq_len: int, resume: bool) -> dict[str, list[RungResult]]:
+    """Successive halving over the best candidates of each bin; per bin label, every result, rung by
+    rung (the last rung's best is the winner). A rung trains the candidates of every bin at once, spread
+    over the ranks."""
     if not settings.rungs:
-        return []
-    seen, alive = set(), []
-    for cand in sorted(state.candidates, key=lambda c: (c.loss, c.spec_hash)):
+        return {}
+    alive: dict[str, list[Candidate]] = {s.table.bin.label: _distinct(s.candidates)[: settings.candidates]
+                                         for s in states}
+    results: dict[str, list[RungResult]] = {label: [] for label in alive}
+    previous: dict[tuple[str, str], RungResult] = {}
+    for rung in range(1, settings.rungs + 1):
+        work = [(label, c) for label, cands in alive.items() for c in cands]
+
+        def train_one(item: tuple[str, Candidate], rung: int = rung,
+                      previous: dict[tuple[str, str], RungResult] = previous) -> dict[str, Any]:
+            label, cand = item
+            return _train_one(cand, rung, previous.get((label, cand.spec_hash)), settings, teacher, data, windows,
+                              out / label, seq_len, resume)
+
+        records = parallel.spread(train_one, work, costs=[c.flops for _, c in work])
+        for label in alive:
+            scored = [RungResult(c, rung, int(r["tokens"]), float(r["loss"]), Path(r["student"]), int(r["flops"]))
+                      for (lab, c), r in zip(work, records) if lab == label]
+            results[label] += scored
+            scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
+            log.info("%s rung %d: %s", label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
+            previous.update({(label, r.candidate.spec_hash): r for r in scored})
+            alive[label] = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
+    return results
+
+
+def _distinct(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates by untrained loss, each sub-network once."""
+    seen, out = set(), []
+    for cand in sorted(candidates, key=lambda c: (c.loss, c.spec_hash)):
         if cand.spec_hash not in seen:
             seen.add(cand.spec_hash)
-            alive.append(cand)
-    alive = alive[: settings.candidates]
-    results: list[RungResult] = []
-    previous: dict[str, RungResult] = {}
-    for rung in range(1, settings.rungs + 1):
-
-        def train_one(cand: Candidate, rung: int = rung, previous: dict[str, RungResult] = previous) -> dict[str, Any]:
-            return _train_one(cand, rung, previous.get(cand.spec_hash), settings, teacher, data, windows,
-                              out / state.table.bin.label, seq_len, resume)
-
-        records = parallel.spread(train_one, alive, costs=[c.flops for c in alive])
-        scored = [RungResult(c, rung, int(r["tokens"]), float(r["loss"]), Path(r["student"]), int(r["flops"]))
-                  for c, r in zip(alive, records)]
-        results += scored
-        scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
-        log.info("%s rung %d: %s", state.table.bin.label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
-        previous = {r.candidate.spec_hash: r for r in scored}
-        if rung < settings.rungs:
-            alive = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
-    return results
+            out.append(cand)
+    return out
 
 
 def winner(results: list[RungResult]) -> RungResult | None:
