@@ -15,6 +15,7 @@ import datetime
 import logging
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 _solo = False  # inside solo(): this process acts alone although a process group is up
+_arrivals = 0  # spread() calls so far (the same count on every process)
 
 
 def _grouped() -> bool:
@@ -89,6 +91,7 @@ def spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float] | No
                 done.append((i, fn(items[i])))
     except Exception as exc:  # raised again below, on every process, once the others know of it
         error = exc
+    _wait_for_all()  # a rank with more work may take longer than the group's timeout allows a collective
     gathered = all_gather_object((done, None if error is None else _portable(error)))
     if error is not None:
         raise error
@@ -100,6 +103,21 @@ def spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float] | No
         for i, value in part:
             out[i] = value
     return out
+
+
+def _wait_for_all() -> None:
+    """Block until every process reaches this call, however long that takes: a waiting collective is
+    aborted after the process group's timeout, but a rank that trains a long rung run may exceed it.
+    Counts arrivals in the group's key-value store and polls it (1 ms, backing off to 0.5 s)."""
+    global _arrivals
+    _arrivals += 1
+    store = dist.distributed_c10d._get_default_store()
+    key = f"headstart/spread/{_arrivals}"
+    store.add(key, 1)
+    pause = 0.001
+    while store.add(key, 0) < world_size():
+        time.sleep(pause)
+        pause = min(0.5, pause * 2)
 
 
 def _portable(error: Exception) -> Exception:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 import torch.multiprocessing as mp
 
@@ -38,6 +39,11 @@ def _square(x):
             "by": int(os.environ["RANK"])}
 
 
+def _slow(x):
+    time.sleep(2.5 * x)
+    return x
+
+
 def _worker(rank: int, world: int, port: int, root: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
@@ -49,6 +55,13 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         except ConfigError as exc:
             got["error"] = str(exc)
         got["after"] = (parallel.rank(), parallel.world_size())
+        # a rank busy for longer than the group's timeout (a long rung run): the others wait, none times out
+        from datetime import timedelta
+
+        from torch.distributed.distributed_c10d import _set_pg_timeout
+
+        _set_pg_timeout(timedelta(seconds=1))
+        got["slow"] = parallel.spread(_slow, [0, 1])
         with open(os.path.join(root, f"rank{rank}.json"), "w") as f:
             json.dump(got, f)
     finally:
@@ -69,4 +82,5 @@ def test_two_processes_split_the_items_and_agree_on_the_results(tmp_path):
     assert [r["by"] for r in ok] == [1, 1, 1, 1, 0]
     assert got[0]["error"] == got[1]["error"] == "item 5 is refused"
     assert got[0]["after"] == [0, 2] and got[1]["after"] == [1, 2]
+    assert got[0]["slow"] == got[1]["slow"] == [0, 1]
 
