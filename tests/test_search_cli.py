@@ -61,6 +61,9 @@ def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, caps
     # a different seed is another search: refused
     assert main(_args(teacher_dir, data, out, "--bins", "2", "--seed", "1", "--resume")) == 2
     assert "another seed" in capsys.readouterr().err
+    # so is another generation size (it changes which candidates are drawn)
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--generation-size", "1", "--resume")) == 2
+    assert "another search" in capsys.readouterr().err
 
 
 def test_bad_input_gives_one_line_errors(setup, tmp_path, capsys):

@@ -219,6 +219,8 @@ def test_abandoned_candidates_are_journaled_and_never_reused(space, tmp_path):
                              "evolution/first-k")
     assert fitness.calls[:4] == [None] * 4  # no threshold until the population is full
     assert any(t is not None for t in fitness.calls[4:])
+    # generations of 4 (the population): one threshold per generation, fixed at its start
+    assert all(len(set(fitness.calls[g:g + 4])) == 1 for g in range(0, 28, 4))
     _, records, _ = read_journal(tmp_path / "j.jsonl")
     abandoned = [r for r in records if r["abandoned"]]
     assert abandoned and all(c.loss > min(p.loss for p in state.population) for c in state.candidates
