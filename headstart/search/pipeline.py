@@ -86,6 +86,15 @@ def _space_fingerprint(config: SpaceConfig, tables: list[BinTable], orders: dict
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _warn_idle(job: SearchConfig, bins: int) -> None:
+    """Warn when a generation has fewer candidates than there are processes to score them."""
+    size = job.generation_size or job.population
+    if parallel.world_size() > size * bins and parallel.is_main():
+        log.warning("%d processes but %d candidates per generation (%d bins x generation size %d): %d process(es) "
+                    "idle; raise --generation-size to use them", parallel.world_size(), size * bins, bins, size,
+                    parallel.world_size() - size * bins)
+
+
 def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
     """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``."""
     parallel.init()
@@ -103,11 +112,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     budgets = parse_params(job.params) if job.params is not None else None
     job.check_budget()
     tables = make_bins(grid, budgets, job.tolerance, job.bins)
-    per_generation = (job.generation_size or job.population) * len(tables)
-    if parallel.world_size() > per_generation and parallel.is_main():
-        log.warning("%d processes but %d candidates per generation (%d bins x generation size %d): %d process(es) "
-                    "idle; raise --generation-size to use them", parallel.world_size(), per_generation, len(tables),
-                    job.generation_size or job.population, parallel.world_size() - per_generation)
+    _warn_idle(job, len(tables))
     header = {
         "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
         "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
