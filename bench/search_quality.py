@@ -54,6 +54,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--evaluations", type=int, default=60, help="untrained evaluations per method and seed")
     p.add_argument("--population", type=int, default=8)
+    p.add_argument("--generation-size", type=int, default=1,
+                   help="children per generation (1, steady state: how the published seed 0 ran; the search's "
+                        "default is --population)")
     p.add_argument("--windows", type=int, default=16, help="search-split windows per evaluation")
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--heldout-windows", type=int, default=16, help="val windows the winners are scored on")
@@ -118,7 +121,8 @@ def _job(args, data, budget: int, out: Path, **over):
     from headstart.configs import SearchConfig
 
     base = dict(teacher=args.model, data=str(data), out=str(out), params=str(budget), tolerance=0.1,
-                evaluations=args.evaluations, population=args.population, windows=args.windows,
+                evaluations=args.evaluations, population=args.population,
+                generation_size=args.generation_size, windows=args.windows,
                 seq_len=args.seq_len, batch_size=4, rung_tokens=args.rung_tokens)
     return SearchConfig(**{**base, **over})
 

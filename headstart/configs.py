@@ -171,6 +171,9 @@ class SearchConfig:
     time_limit: float | None = option(None, "wall-clock seconds per run")
     population: int = option(8, "population per bin")
     aging: bool = option(False, "regularised (aging) evolution: the oldest member leaves the population, not the worst")
+    generation_size: int | None = option(None, "children per bin drawn together from the population and scored in "
+                                         "parallel (under torchrun: over the ranks); 1: steady state; default: "
+                                         "--population. The result does not depend on the number of ranks")
     abandon_after: float = option(0.25, "score this share of the windows first and stop a candidate clearly worse "
                                   "than the population there (0: always score every window)")
     abandon_margin: float = option(0.1, "nats above the population's worst loss that count as clearly worse")
@@ -197,7 +200,7 @@ class SearchConfig:
             raise ConfigError(f"--rung-eta {self.rung_eta} must be at least 2")
         positive(evaluations=self.evaluations, windows=self.windows, seq_len=self.seq_len,
                  batch_size=self.batch_size, calibration_windows=self.calibration_windows, bins=self.bins,
-                 time_limit=self.time_limit)
+                 time_limit=self.time_limit, generation_size=self.generation_size)
         if self.population < 2:
             raise ConfigError(f"--population {self.population} must be at least 2")
         if not 0 <= self.tolerance < 1:

@@ -3,7 +3,9 @@
 Launch with ``torchrun --nproc_per_node=N -m headstart train ...``: :func:`init` reads the
 environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and starts the process group
 (NCCL on CUDA, gloo on CPU). Without torchrun everything here degrades to single-process no-ops,
-so callers never branch on "is this distributed".
+so callers never branch on "is this distributed". :func:`spread` hands independent pieces of work
+to the processes (each piece computed by one process alone, under :func:`solo`) and gathers the
+results on every process.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import datetime
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+import pickle
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -28,20 +32,121 @@ from torch.distributed.checkpoint.state_dict import (
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+R = TypeVar("R")
+_solo = False  # inside solo(): this process acts alone although a process group is up
+_arrivals = 0  # spread() calls so far (the same count on every process)
+
+
+def _grouped() -> bool:
+    return not _solo and dist.is_available() and dist.is_initialized()
+
 
 def is_distributed() -> bool:
-    """Whether a process group with more than one process is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """Whether a process group with more than one process is running (and this process is not :func:`solo`)."""
+    return _grouped() and dist.get_world_size() > 1
 
 
 def rank() -> int:
-    """This process's global rank (0 when not distributed)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's global rank (0 when not distributed, and inside :func:`solo`)."""
+    return dist.get_rank() if _grouped() else 0
 
 
 def world_size() -> int:
-    """Number of processes (1 when not distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    """Number of processes (1 when not distributed, and inside :func:`solo`)."""
+    return dist.get_world_size() if _grouped() else 1
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Within this block the process acts alone: rank 0 of 1, collectives are no-ops, it is the main
+    process (it logs and writes). For work one process does by itself while the others do other work,
+    e.g. one training run of the search's rungs; no collective of the group may run inside."""
+    global _solo
+    before, _solo = _solo, True
+    try:
+        yield
+    finally:
+        _solo = before
+
+
+def spread(fn: Callable[[T], R], items: Sequence[T], costs: Sequence[float] | None = None) -> list[R]:
+    """``[fn(x) for x in items]`` with each item computed by one process, alone (:func:`solo`), and
+    every result gathered, in item order, on every process.
+
+    Items go to processes by their ``costs`` (greedy: the costliest item to the least loaded process;
+    default: equal costs, item ``i`` to rank ``i % world``), the same plan on every process. An
+    exception in ``fn`` on any process is raised on every process (none is left waiting).
+    """
+    if not is_distributed():
+        with solo():
+            return [fn(x) for x in items]
+    me = rank()
+    owners = _plan([1.0] * len(items) if costs is None else [float(c) for c in costs], world_size())
+    done: list[tuple[int, Any]] = []
+    error: Exception | None = None
+    try:
+        with solo():
+            for i in (i for i, r in enumerate(owners) if r == me):
+                done.append((i, fn(items[i])))
+    except Exception as exc:  # raised again below, on every process, once the others know of it
+        error = exc
+    _wait_for_all()  # a rank with more work may take longer than the group's timeout allows a collective
+    gathered = all_gather_object((done, None if error is None else _portable(error)))
+    if error is not None:
+        raise error
+    for _, failure in gathered:
+        if failure is not None:
+            raise failure  # the first failed rank's exception, on every other rank
+    out: list[Any] = [None] * len(items)
+    for part, _ in gathered:
+        for i, value in part:
+            out[i] = value
+    return out
+
+
+def _wait_for_all() -> None:
+    """Block until every process reaches this call, however long that takes: a waiting collective is
+    aborted after the process group's timeout, but a rank that trains a long rung run may exceed it.
+    Counts arrivals in the group's key-value store and polls it (1 ms, backing off to 0.5 s)."""
+    global _arrivals
+    _arrivals += 1
+    store = dist.distributed_c10d._get_default_store()
+    key = f"headstart/spread/{_arrivals}"
+    store.add(key, 1)
+    pause = 0.001
+    while store.add(key, 0) < world_size():
+        time.sleep(pause)
+        pause = min(0.5, pause * 2)
+
+
+def _portable(error: Exception) -> Exception:
+    """``error`` if it survives pickling (it travels to the other ranks), else a RuntimeError naming it."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # any pickling failure: send a description instead
+        return RuntimeError(f"rank {rank()} failed: {type(error).__name__}: {error}")
+
+
+def _plan(costs: list[float], world: int) -> list[int]:
+    """The rank of each item: the costliest first, each to the least loaded rank (ties: lower index)."""
+    load, owner = [0.0] * world, [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda j: (-costs[j], j)):
+        r = min(range(world), key=lambda k: (load[k], k))
+        owner[i], load[r] = r, load[r] + costs[i]
+    return owner
+
+
+def save_pretrained(model: nn.Module, directory: Any) -> None:
+    """``model.save_pretrained(directory)`` written by this process whatever its rank. While a process
+    group is up, transformers (5.x) writes only from ``torch.distributed`` rank 0, which would silently
+    drop the save of a rank working alone (:func:`solo`); callers decide which process saves."""
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process  # shadows the rank-0 gate
+    try:
+        model.save_pretrained(directory)
+    finally:
+        del model.should_save_on_this_rank
 
 
 def is_main() -> bool:
@@ -71,8 +176,8 @@ def init(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
 
 
 def destroy() -> None:
-    """Tear the process group down (no-op when there is none)."""
-    if dist.is_available() and dist.is_initialized():
+    """Tear the process group down (no-op when there is none, and inside :func:`solo`)."""
+    if _grouped():
         dist.destroy_process_group()
 
 

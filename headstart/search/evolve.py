@@ -1,11 +1,18 @@
 """Bin-constrained search: evolution (or random sampling) inside every parameter bin.
 
 Each bin keeps its own population and random stream. Evolution: a random initial population, then
-one child per step: two tournament-selected parents, uniform crossover (half of the time), mutation,
-repair into the bin; the child replaces the worst member if it is better (steady state, so the best
-is never lost). A child whose sub-network was already seen in this run is redrawn, so no genome
-(or two genomes with the same sub-network) is evaluated twice. Random sampling draws every
-candidate uniformly from the bin. Bins take turns, one evaluation each.
+generations of children: each child from two tournament-selected parents, uniform crossover (half of
+the time), mutation, repair into the bin. A generation's children (``generation_size``, default: the
+population size) are all drawn from the population as it stood at the generation's start; then each
+in turn replaces the worst member if it is better (so the best is never lost). ``generation_size=1`` is
+classic steady-state evolution. A child whose sub-network was already seen in this run is redrawn,
+so no genome (or two genomes with the same sub-network) is evaluated twice. Random sampling draws
+every candidate uniformly from the bin. Bins take turns, one generation each.
+
+A generation of every bin is scored at once: under torchrun each rank scores different candidates
+(every window of each), and the results are gathered on every rank. Since proposals and abandonment
+thresholds are fixed at the generation's start and each loss is computed by one process as a single
+process computes it, the journal is the same for any number of ranks.
 
 The search is a deterministic function of the seed and the losses it sees. That is how resume
 works: the run is replayed from the start with the journal's losses, evaluating nothing the journal
@@ -50,6 +57,7 @@ class SearchSettings:
     max_redraws: int = 100
     aging: bool = False  # regularised evolution: the oldest member leaves, not the worst
     abandon: bool = True  # pass the population's worst loss as the abandonment threshold
+    generation_size: int | None = None  # candidates per bin proposed together, scored in parallel (None: population)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -60,6 +68,10 @@ class SearchSettings:
             raise ConfigError(f"evaluations must be at least 1, got {self.evaluations}")
         if self.tournament < 1:
             raise ConfigError(f"tournament size must be at least 1, got {self.tournament}")
+        if self.generation_size is None:
+            object.__setattr__(self, "generation_size", self.population)
+        elif self.generation_size < 1:
+            raise ConfigError(f"generation size must be at least 1, got {self.generation_size}")
 
 
 @dataclass
@@ -103,11 +115,25 @@ Fitness = Callable[[SubnetSpec], float]
 Counter = Callable[[SubnetSpec], tuple[int, int]]  # spec -> (params, flops per token)
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """One candidate of a generation, before it is scored."""
+
+    bin: Bin
+    genome: Genome
+    spec: SubnetSpec
+    key: str  # spec_hash(spec)
+    extra: dict[str, Any] = field(default_factory=dict)  # more journal fields
+    threshold: float | None = None  # abandonment threshold, fixed at the generation's start
+
+
 class Evaluator:
     """Fitness with a cache and a journal: what the journal holds is never computed again.
 
     A (run, bin, sub-network) the journal already has returns its loss silently (a replay); a
     sub-network evaluated elsewhere (another run or bin) reuses its loss and is journaled as reused.
+    The rest of a generation is scored in parallel under torchrun: each candidate by one rank, on
+    every window (:func:`headstart.parallel.spread`), so the losses do not depend on the number of ranks.
     """
 
     def __init__(self, fitness: Fitness, counter: Counter, journal: Journal | None = None) -> None:
@@ -116,7 +142,6 @@ class Evaluator:
         self.journal = journal
         self.losses: dict[str, float] = {}  # complete evaluations only (an abandoned one is never reused)
         self.done: dict[tuple[str, int, str], tuple[float, bool]] = {}  # -> (loss, abandoned)
-        self.last_abandoned = False
         self.computed = 0
         self.flops: dict[str, int] = {}  # per run: forward FLOPs spent scoring candidates (reuses cost nothing)
         for rec in journal.records if journal is not None else []:
@@ -127,41 +152,45 @@ class Evaluator:
             if not rec.get("abandoned"):
                 self.losses[rec["spec_hash"]] = loss_of(rec)
 
-    def __call__(self, run: str, bin: Bin, genome: Genome, spec: SubnetSpec, key: str,
-                 extra: dict[str, Any] | None = None, threshold: float | None = None) -> float:
-        """The loss of ``spec`` (evaluated at most once across runs, bins and resumes); with ``threshold``
-        a clearly worse candidate may be abandoned early (see :class:`~headstart.search.fitness.Fitness`)."""
-        if (run, bin.index, key) in self.done:
-            loss, self.last_abandoned = self.done[(run, bin.index, key)]
-            return loss
-        reused = key in self.losses
+    def score(self, run: str, proposals: list[Proposal]) -> list[tuple[float, bool]]:
+        """``(loss, abandoned)`` of every proposal, in order; each sub-network is evaluated at most once
+        across runs, bins and resumes, and a proposal with a ``threshold`` may be abandoned early (see
+        :class:`~headstart.search.fitness.Fitness`). Journals the generation, in proposal order."""
+        todo = [i for i, p in enumerate(proposals)
+                if (run, p.bin.index, p.key) not in self.done and p.key not in self.losses]
+        work = [proposals[i] for i in todo]
+        scored = dict(zip(todo, parallel.spread(self._compute, work, costs=[self.counter(p.spec)[1] for p in work])))
+        out = []
+        for i, p in enumerate(proposals):
+            if (run, p.bin.index, p.key) in self.done:
+                out.append(self.done[(run, p.bin.index, p.key)])
+                continue
+            reused = i not in scored
+            loss, abandoned, tokens, seconds = (self.losses[p.key], False, 0, 0.0) if reused else scored[i]
+            self.computed += 0 if reused else 1
+            params, flops = self.counter(p.spec)
+            self.flops[run] = self.flops.get(run, 0) + flops * tokens
+            if not abandoned:
+                self.losses[p.key] = loss
+            self.done[(run, p.bin.index, p.key)] = (loss, abandoned)
+            out.append((loss, abandoned))
+            if self.journal is not None:
+                self.journal.append({
+                    "run": run, "bin": p.bin.index, "spec_hash": p.key, "loss": loss, "params": params, "flops": flops,
+                    "seconds": round(seconds, 4), "reused": reused, "abandoned": abandoned,
+                    "scored_flops": flops * tokens, "sizes": p.spec.sizes(), "layers": list(p.spec.layers),
+                    "genome": p.genome.to_dict(), "time": round(time.time(), 3), **p.extra,
+                })
+        return out
+
+    def _compute(self, p: Proposal) -> tuple[float, bool, int, float]:
+        """``(loss, abandoned, tokens scored, seconds)`` of one proposal, scored in this process."""
         start = time.perf_counter()
-        abandoned, scored = False, 0
-        if reused:
-            loss = self.losses[key]
-        else:
-            abandons = threshold is not None and getattr(self.fitness, "abandons", False)
-            loss = float(self.fitness(spec, threshold) if abandons else self.fitness(spec))
-            abandoned = bool(getattr(self.fitness, "abandoned", False))
-            scored = int(getattr(self.fitness, "tokens", 0))
-        if not math.isfinite(loss):
-            loss = math.inf
-        seconds = time.perf_counter() - start
-        self.computed += 0 if reused else 1
-        params, flops = self.counter(spec)
-        self.flops[run] = self.flops.get(run, 0) + flops * scored
-        if not abandoned:
-            self.losses[key] = loss
-        self.done[(run, bin.index, key)] = (loss, abandoned)
-        self.last_abandoned = abandoned
-        if self.journal is not None:
-            self.journal.append({
-                "run": run, "bin": bin.index, "spec_hash": key, "loss": loss, "params": params, "flops": flops,
-                "seconds": round(seconds, 4), "reused": reused, "abandoned": abandoned, "scored_flops": flops * scored,
-                "sizes": spec.sizes(), "layers": list(spec.layers), "genome": genome.to_dict(),
-                "time": round(time.time(), 3), **(extra or {}),
-            })
-        return loss
+        abandons = p.threshold is not None and getattr(self.fitness, "abandons", False)
+        loss = float(self.fitness(p.spec, p.threshold) if abandons else self.fitness(p.spec))
+        abandoned = abandons and bool(getattr(self.fitness, "abandoned", False))
+        tokens = int(getattr(self.fitness, "tokens", 0))
+        return loss if math.isfinite(loss) else math.inf, abandoned, tokens, time.perf_counter() - start
 
 
 ProgressFn = Callable[[str, list[BinRun], Candidate], None]
@@ -177,8 +206,11 @@ def run_search(
 ) -> list[BinRun]:
     """Search every bin of ``tables`` under ``settings``; ``run`` names the run in the journal.
 
-    Stops when every bin has had ``settings.evaluations`` evaluations, the time limit is reached,
-    or a bin's space is exhausted (no unseen candidate could be drawn).
+    Generation by generation: every bin proposes ``settings.generation_size`` candidates from its
+    population as it stands (abandonment threshold included), they are scored together (spread over
+    the ranks under torchrun), then enter their bins' populations in proposal order. Stops when every
+    bin has had ``settings.evaluations`` evaluations, the time limit is reached, or a bin's space is
+    exhausted (no unseen candidate could be drawn).
     """
     states = [BinRun(t, random.Random(f"{settings.seed}:{run}:{t.bin.index}")) for t in tables]
     deadline = None if settings.time_limit is None else time.monotonic() + settings.time_limit
@@ -186,25 +218,15 @@ def run_search(
         active = [s for s in states if not s.exhausted and len(s.candidates) < settings.evaluations]
         if not active:
             break
-        for state in active:
-            # rank 0 decides, so that under torchrun every rank stops at the same evaluation
-            if deadline is not None and parallel.broadcast_object(time.monotonic() > deadline):
-                log.info("%s: time limit reached", run)
-                return states
-            proposal = _propose(space, state, settings)
-            if proposal is None:
-                state.exhausted = True
-                log.info("%s, %s: no unseen candidate left after %d evaluations", run, state.table.bin.label,
-                         len(state.candidates))
-                continue
-            genome, spec, key = proposal
-            full = len(state.population) >= settings.population
-            threshold = max(c.loss for c in state.population) if settings.abandon and full else None
-            loss = evaluate(run, state.table.bin, genome, spec, key,
-                            extra={"strategy": settings.strategy, "order": space.orders.name,
-                                   "n": len(state.candidates)}, threshold=threshold)
-            params, flops = evaluate.counter(spec)
-            cand = Candidate(genome, spec, key, loss, params, flops, state.table.bin, evaluate.last_abandoned)
+        # rank 0 decides, so that under torchrun every rank stops at the same generation
+        if deadline is not None and parallel.broadcast_object(time.monotonic() > deadline):
+            log.info("%s: time limit reached", run)
+            break
+        batch = [(state, p) for state in active for p in _generation(space, state, settings, run)]
+        scores = evaluate.score(run, [p for _, p in batch])
+        for (state, p), (loss, abandoned) in zip(batch, scores):
+            params, flops = evaluate.counter(p.spec)
+            cand = Candidate(p.genome, p.spec, p.key, loss, params, flops, state.table.bin, abandoned)
             state.candidates.append(cand)
             _update_population(state, cand, settings)
             if progress is not None:
@@ -212,14 +234,33 @@ def run_search(
     return states
 
 
-def _propose(space: SearchSpace, state: BinRun, settings: SearchSettings) -> tuple[Genome, SubnetSpec, str] | None:
+def _generation(space: SearchSpace, state: BinRun, settings: SearchSettings, run: str) -> list[Proposal]:
+    """The next generation's proposals of one bin (fewer when the bin is nearly done or exhausted)."""
+    full = len(state.population) >= settings.population
+    threshold = max(c.loss for c in state.population) if settings.abandon and full else None
+    out: list[Proposal] = []
+    for _ in range(min(settings.generation_size, settings.evaluations - len(state.candidates))):
+        proposal = _propose(space, state, settings, pending=len(out))
+        if proposal is None:
+            state.exhausted = True
+            log.info("%s, %s: no unseen candidate left after %d evaluations", run, state.table.bin.label,
+                     len(state.candidates) + len(out))
+            break
+        genome, spec, key = proposal
+        extra = {"strategy": settings.strategy, "order": space.orders.name, "n": len(state.candidates) + len(out)}
+        out.append(Proposal(state.table.bin, genome, spec, key, extra, threshold))
+    return out
+
+
+def _propose(space: SearchSpace, state: BinRun, settings: SearchSettings,
+             pending: int = 0) -> tuple[Genome, SubnetSpec, str] | None:
     rng, table = state.rng, state.table
     if settings.strategy == "evolution" and not state.seen and not state.queue:
         state.queue = seed_genomes(space, table, rng)
     for _ in range(settings.max_redraws):
         if state.queue:
             genome = state.queue.pop(0)
-        elif settings.strategy == "random" or len(state.population) < settings.population:
+        elif settings.strategy == "random" or len(state.population) + pending < settings.population:
             genome = sample(space, table, rng)
         else:
             a = _tournament(state.population, settings.tournament, rng)

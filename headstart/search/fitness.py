@@ -3,8 +3,11 @@
 The sub-network is sliced from the teacher's state dict in memory (computed once), never written
 to disk. Windows come from the prepared ``search`` split (never ``val``). Loss is computed with the
 output head applied in chunks of tokens, so full ``[tokens, vocab]`` fp32 logits never exist at
-once. Under ``torchrun`` every rank scores its share of the windows and the summed losses and token
-counts are all-reduced, so N processes evaluate a candidate N times faster and agree on its loss.
+once. A :class:`Fitness` scores a candidate on every window in this process, with no communication:
+under ``torchrun`` the search hands *different* candidates to different ranks
+(:func:`headstart.parallel.spread`, see :mod:`headstart.search.evolve`), so N processes score a
+generation of candidates up to N times faster, and each loss is computed exactly as one process
+computes it (same windows, same batches, same order of sums).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import math
 import torch
 from transformers import PreTrainedModel
 
-from headstart import parallel
 from headstart.errors import ConfigError, DataError
 from headstart.extract import build_student
 from headstart.lm_loss import sum_cross_entropy
@@ -32,13 +34,12 @@ def autocast_dtype(device: torch.device, dtype: str | None) -> torch.dtype | Non
 
 
 class Fitness:
-    """Callable ``spec -> mean CE`` over fixed windows, split across ranks under torchrun.
+    """Callable ``spec -> mean CE`` over fixed windows, all of them scored in this process.
 
     Early abandonment: given a ``threshold`` (the loss a candidate must beat to matter, e.g. the
     population's worst), the first ``abandon_after`` fraction of the windows is scored first; a
     candidate whose partial mean exceeds ``threshold + abandon_margin`` stops there, its partial
-    mean is its loss and :attr:`abandoned` is set. Every rank reaches the same decision (the partial
-    sums are all-reduced first).
+    mean is its loss and :attr:`abandoned` is set.
     """
 
     def __init__(self, teacher: Teacher, windows: torch.Tensor, batch_size: int = 4, dtype: str | None = None,
@@ -62,14 +63,13 @@ class Fitness:
         # as it saves on a CPU). Norms and the loss still accumulate in float32.
         self.state = {k: v.to(low) if low is not None and v.is_floating_point() else v
                       for k, v in teacher.model.state_dict().items()}
-        self.total_windows = windows.shape[0]
-        self.windows = windows[parallel.rank()::parallel.world_size()].contiguous()  # this rank's share
+        self.windows = windows
         if not 0 <= abandon_after < 1:
             raise ConfigError(f"--abandon-after {abandon_after} must lie in [0, 1)")
         self.head = math.ceil(abandon_after * self.windows.shape[0]) if abandon_after > 0 else 0
         self.abandon_margin = abandon_margin
         self.abandoned = False
-        self.tokens = 0  # tokens scored by the last call (all ranks), for FLOP accounting
+        self.tokens = 0  # tokens scored by the last call, for FLOP accounting
 
     @property
     def abandons(self) -> bool:
@@ -77,14 +77,12 @@ class Fitness:
         return self.head > 0
 
     def _sums(self, student: PreTrainedModel, windows: torch.Tensor) -> torch.Tensor:
-        s, n = 0.0, 0
-        if windows.shape[0]:
-            s, n = sum_cross_entropy(student, windows, self.batch_size, adapter=self.teacher.adapter)
-        return parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64, device=self.device))
+        s, n = sum_cross_entropy(student, windows, self.batch_size, adapter=self.teacher.adapter)
+        return torch.tensor([s, float(n)], dtype=torch.float64)
 
     def __call__(self, spec: SubnetSpec, threshold: float | None = None) -> float:
-        """Mean next-token CE (nats) of the sub-network ``spec`` over all ranks' windows (or over the first
-        part of them, when it is clearly worse than ``threshold``)."""
+        """Mean next-token CE (nats) of the sub-network ``spec`` over the windows (or over the first part
+        of them, when it is clearly worse than ``threshold``)."""
         student = build_student(self.teacher, spec, state=self.state, share=True)  # read only
         head = self.head if threshold is not None and math.isfinite(threshold) else 0
         sums = self._sums(student, self.windows[:head]) if head else torch.zeros(2, dtype=torch.float64)

@@ -2,7 +2,8 @@
 
 The header holds the teacher's, the data's and the space's fingerprints and the seed; resuming a
 journal written for anything else is refused. Each evaluation line is flushed and fsynced as it is
-written, so a killed search loses at most the evaluation in flight. On resume, a line that cannot be
+written (a generation's lines once the whole generation is scored), so a killed search loses at most
+the generation in flight. On resume, a line that cannot be
 read (e.g. cut off by a kill) is skipped with a warning and a count, and kept aside in
 ``<journal>.corrupt`` instead of being dropped silently.
 """

@@ -86,6 +86,15 @@ def _space_fingerprint(config: SpaceConfig, tables: list[BinTable], orders: dict
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _warn_idle(job: SearchConfig, bins: int) -> None:
+    """Warn when a generation has fewer candidates than there are processes to score them."""
+    size = job.generation_size or job.population
+    if parallel.world_size() > size * bins and parallel.is_main():
+        log.warning("%d processes but %d candidates per generation (%d bins x generation size %d): %d process(es) "
+                    "idle; raise --generation-size to use them", parallel.world_size(), size * bins, bins, size,
+                    parallel.world_size() - size * bins)
+
+
 def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
     """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``."""
     parallel.init()
@@ -103,10 +112,12 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     budgets = parse_params(job.params) if job.params is not None else None
     job.check_budget()
     tables = make_bins(grid, budgets, job.tolerance, job.bins)
+    _warn_idle(job, len(tables))
     header = {
         "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
         "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
-        "search": {"strategy": job.strategy, "order": job.order, "population": job.population},
+        "search": {"strategy": job.strategy, "order": job.order, "population": job.population,
+                   "generation_size": job.generation_size or job.population},
         "teacher_source": teacher.source, "data_dir": str(job.data), "space_config": config.to_dict(),
         "bins": [t.bin.to_dict() for t in tables], "seq_len": job.seq_len, "windows": job.windows,
     }
@@ -130,7 +141,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
                 # whittle's setting: first-k slicing *and* prefix layers
                 space = SearchSpace(replace(config, depth_modes=("top",)), teacher.adapter, orders["first-k"])
             settings = SearchSettings(strategy=strategy, population=job.population, evaluations=job.evaluations,
-                                      time_limit=job.time_limit, seed=job.seed, aging=job.aging)
+                                      time_limit=job.time_limit, seed=job.seed, aging=job.aging,
+                                      generation_size=job.generation_size)
             computed, start = evaluator.computed, time.perf_counter()
             states = run_search(space, tables, evaluator, settings, name, progress)
             runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
@@ -140,9 +152,8 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
         outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
     rung_settings = RungSettings(job.rungs, job.rung_candidates, job.rung_tokens, job.rung_eta, job.seed, job.dtype,
                                  job.batch_size)
-    for state in runs[0].bins:
-        outcome.rungs[state.table.bin.label] = run_rungs(state, rung_settings, teacher, str(job.data), windows,
-                                                         out / "rungs", job.seq_len, job.resume)
+    outcome.rungs = run_rungs(runs[0].bins, rung_settings, teacher, str(job.data), windows, out / "rungs",
+                              job.seq_len, job.resume)
     if parallel.is_main():
         write_outputs(outcome, teacher, config)
     parallel.barrier()

@@ -9,8 +9,10 @@ by search-split loss after its last rung; its trained weights may seed the final
 
 Every rung run lives in ``OUT/rungs/<bin>/<spec hash>/rung<r>/`` and ends with ``rung.json``; a
 rerun (``--resume``) skips finished rung runs and resumes an interrupted one from its checkpoint,
-so a killed search reproduces the uninterrupted result. Rung runs use every process under torchrun
-(data-parallel, like ``headstart train``).
+so a killed search reproduces the uninterrupted result. Under torchrun the candidates of a rung are
+spread over the ranks (:func:`headstart.parallel.spread`): each rank trains and scores its own
+candidates by itself, single-process (no DDP), and the results are gathered on every rank, so the
+rungs' results and winner are those of one process, for any number of ranks.
 """
 
 from __future__ import annotations
@@ -73,30 +75,46 @@ class RungResult:
     flops: int  # training FLOPs of this rung (student 3x forward + teacher forward) plus its scoring
 
 
-def run_rungs(state: BinRun, settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor, out: Path,
-              seq_len: int, resume: bool) -> list[RungResult]:
-    """Successive halving over the best candidates of one bin; every result, rung by rung (the last
-    rung's best is the winner)."""
+def run_rungs(states: list[BinRun], settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor,
+              out: Path, seq_len: int, resume: bool) -> dict[str, list[RungResult]]:
+    """Successive halving over the best candidates of each bin; per bin label, every result, rung by
+    rung (the last rung's best is the winner). A rung trains the candidates of every bin at once, spread
+    over the ranks."""
     if not settings.rungs:
-        return []
-    seen, alive = set(), []
-    for cand in sorted(state.candidates, key=lambda c: (c.loss, c.spec_hash)):
+        return {}
+    alive: dict[str, list[Candidate]] = {s.table.bin.label: _distinct(s.candidates)[: settings.candidates]
+                                         for s in states}
+    results: dict[str, list[RungResult]] = {label: [] for label in alive}
+    previous: dict[tuple[str, str], RungResult] = {}
+    for rung in range(1, settings.rungs + 1):
+        work = [(label, c) for label, cands in alive.items() for c in cands]
+
+        def train_one(item: tuple[str, Candidate], rung: int = rung,
+                      previous: dict[tuple[str, str], RungResult] = previous) -> dict[str, Any]:
+            label, cand = item
+            return _train_one(cand, rung, previous.get((label, cand.spec_hash)), settings, teacher, data, windows,
+                              out / label, seq_len, resume)
+
+        records = parallel.spread(train_one, work, costs=[c.flops for _, c in work])
+        for label in alive:
+            scored = [RungResult(c, rung, int(r["tokens"]), float(r["loss"]), Path(r["student"]), int(r["flops"]))
+                      for (lab, c), r in zip(work, records) if lab == label]
+            results[label] += scored
+            scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
+            log.info("%s rung %d: %s", label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
+            previous.update({(label, r.candidate.spec_hash): r for r in scored})
+            alive[label] = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
+    return results
+
+
+def _distinct(candidates: list[Candidate]) -> list[Candidate]:
+    """The candidates by untrained loss, each sub-network once."""
+    seen, out = set(), []
+    for cand in sorted(candidates, key=lambda c: (c.loss, c.spec_hash)):
         if cand.spec_hash not in seen:
             seen.add(cand.spec_hash)
-            alive.append(cand)
-    alive = alive[: settings.candidates]
-    results: list[RungResult] = []
-    previous: dict[str, RungResult] = {}
-    for rung in range(1, settings.rungs + 1):
-        scored = [_train_one(c, rung, previous.get(c.spec_hash), settings, teacher, data, windows,
-                             out / state.table.bin.label, seq_len, resume) for c in alive]
-        results += scored
-        scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
-        log.info("%s rung %d: %s", state.table.bin.label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
-        previous = {r.candidate.spec_hash: r for r in scored}
-        if rung < settings.rungs:
-            alive = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
-    return results
+            out.append(cand)
+    return out
 
 
 def winner(results: list[RungResult]) -> RungResult | None:
@@ -108,7 +126,9 @@ def winner(results: list[RungResult]) -> RungResult | None:
 
 
 def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: RungSettings, teacher: Any,
-               data: str, windows: torch.Tensor, root: Path, seq_len: int, resume: bool) -> RungResult:
+               data: str, windows: torch.Tensor, root: Path, seq_len: int, resume: bool) -> dict[str, Any]:
+    """Train one candidate through one rung in this process alone (under :func:`headstart.parallel.solo`)
+    and score it on every window; its ``rung.json`` record (read back when it is already there)."""
     from headstart.commands.train import run as train
     from headstart.teacher import load_model
     from headstart.train.build import SUMMARY
@@ -116,33 +136,25 @@ def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: 
 
     run_dir = root / cand.spec_hash / f"rung{rung}"
     done = run_dir / RUNG_FILE
-    if not done.is_file():
-        if parallel.is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-        spec_file = run_dir.parent / "spec.yaml"
-        if parallel.is_main() and not spec_file.is_file():
-            cand.spec.save(spec_file)
-        parallel.barrier()
-        start = str(before.student) if before is not None else str(spec_file)
-        tokens = settings.budget(rung) - (before.tokens if before is not None else 0)
-        cfg = TrainConfig(student=start, teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
-                          seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, eval_windows=0,
-                          eval_every=0, save_every=max(1, tokens // (settings.batch_size * seq_len) // 4),
-                          keep=1, progress=False, dtype=settings.dtype,
-                          resume=resume and (run_dir / "checkpoints").is_dir())
-        train(cfg, teacher=teacher)
-        student_dir = run_dir / "student"
-        summary = json.loads((student_dir / SUMMARY).read_text())
-        model = load_model(student_dir)
-        s, n = sum_cross_entropy(model, windows[parallel.rank()::parallel.world_size()])
-        sums = parallel.all_reduce_sum(torch.tensor([s, float(n)], dtype=torch.float64))
-        flops = summary["student_train_flops"] + summary["teacher_flops"] + cand.flops * int(sums[1])
-        record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung),
-                  "loss": float(sums[0] / sums[1]), "untrained_loss": cand.loss, "flops": flops,
-                  "student": str(student_dir)}
-        if parallel.is_main():
-            write_json(done, record)
-        parallel.barrier()
-    record = json.loads(done.read_text())
-    return RungResult(cand, rung, int(record["tokens"]), float(record["loss"]), Path(record["student"]),
-                      int(record["flops"]))
+    if done.is_file():
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_file = run_dir.parent / "spec.yaml"
+    if not spec_file.is_file():
+        cand.spec.save(spec_file)
+    start = str(before.student) if before is not None else str(spec_file)
+    tokens = settings.budget(rung) - (before.tokens if before is not None else 0)
+    cfg = TrainConfig(student=start, teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
+                      seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, eval_windows=0,
+                      eval_every=0, save_every=max(1, tokens // (settings.batch_size * seq_len) // 4),
+                      keep=1, progress=False, dtype=settings.dtype,
+                      resume=resume and (run_dir / "checkpoints").is_dir())
+    train(cfg, teacher=teacher)
+    student_dir = run_dir / "student"
+    summary = json.loads((student_dir / SUMMARY).read_text())
+    s, n = sum_cross_entropy(load_model(student_dir).to(next(teacher.model.parameters()).device), windows)
+    record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung), "loss": s / n,
+              "untrained_loss": cand.loss, "flops": summary["student_train_flops"] + summary["teacher_flops"]
+              + cand.flops * n, "student": str(student_dir)}
+    write_json(done, record)
+    return record

@@ -150,7 +150,7 @@ def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[st
     student.eval()
     try:
         with atomic_dir(out_dir, replace=True) as tmp:
-            student.save_pretrained(tmp)
+            parallel.save_pretrained(student, tmp)  # also from a solo rank (a search rung)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             write_json(tmp / SUMMARY, summary, default=str)
