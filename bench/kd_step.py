@@ -168,8 +168,7 @@ def cache_bytes_per_token(seq_len: int, k: int = 64, windows: int = 8) -> dict:
     gen = torch.Generator().manual_seed(2)
     batches = [torch.randint(0, VOCAB, (2, seq_len + 1), generator=gen) for _ in range(windows // 2)]
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_cache(teacher, batches, Path(tmp) / "cache", k=k, vocab=VOCAB, seq_len=seq_len, meta={},
-                           progress=False)
+        path = build_cache(teacher, batches, Path(tmp) / "cache", k=k, vocab=VOCAB, seq_len=seq_len, meta={})
         size = sum(f.stat().st_size for f in path.glob("*.npy"))
     return {"k": k, "bytes_per_token_on_disk": size / (windows * seq_len),
             "bytes_per_token_records": bytes_per_token(k, VOCAB, seq_len)}

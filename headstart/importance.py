@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
-from tqdm.auto import tqdm
 
 from headstart.assets import cache_dir
 from headstart.errors import DataError
 from headstart.io import write_bytes
+from headstart.progress import Progress, report
 from headstart.teacher import Teacher
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def data_fingerprint(tokens: torch.Tensor) -> str:
 
 @torch.no_grad()
 def compute_importance(
-    teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True
+    teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: Progress | None = None
 ) -> Importance:
     """Run the teacher over ``tokens`` ([N, seq_len] token ids) once and score every component."""
     if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] < 2:
@@ -108,9 +108,9 @@ def compute_importance(
         hooks.append(layer.register_forward_hook(on_layer(i), with_kwargs=True))
     device = next(model.parameters()).device
     try:
-        for start in tqdm(range(0, tokens.shape[0], batch_size), desc="calibration", unit="batch",
-                          disable=not progress, leave=False):
+        for start in range(0, tokens.shape[0], batch_size):
             model(input_ids=tokens[start:start + batch_size].to(device), use_cache=False)
+            report(progress, "calibration", min(start + batch_size, tokens.shape[0]), tokens.shape[0])
     finally:
         for h in hooks:
             h.remove()
@@ -131,7 +131,8 @@ def importance_cache_path(teacher: Teacher, tokens: torch.Tensor) -> Path:
 
 
 def load_or_compute_importance(
-    teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: bool = True, cache: bool = True
+    teacher: Teacher, tokens: torch.Tensor, batch_size: int = 4, progress: Progress | None = None,
+    cache: bool = True,
 ) -> Importance:
     """Cached :func:`compute_importance`: reuse the scores of the same teacher on the same tokens."""
     path = importance_cache_path(teacher, tokens)

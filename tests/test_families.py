@@ -47,7 +47,7 @@ def test_full_spec_equals_teacher(family):
 
 def test_importance_permutation_keeps_function(family):
     teacher = _teacher(family)
-    importance = compute_importance(teacher, torch.randint(0, VOCAB, (4, 16)), progress=False)
+    importance = compute_importance(teacher, torch.randint(0, VOCAB, (4, 16)))
     spec = full(teacher.dims, importance)
     # the permutation must be non-trivial for the test to mean anything
     assert list(spec.hidden) != sorted(spec.hidden) or list(spec.mlp[0]) != sorted(spec.mlp[0])
@@ -58,7 +58,7 @@ def test_importance_permutation_keeps_function(family):
 @pytest.mark.parametrize("mode", ["first-k", "importance"])
 def test_reduced_spec_exports_and_reloads(family, mode, tmp_path):
     teacher = _teacher(family)
-    importance = compute_importance(teacher, torch.randint(0, VOCAB, (4, 16)), progress=False)
+    importance = compute_importance(teacher, torch.randint(0, VOCAB, (4, 16)))
     spec = from_sizes(teacher.dims, mode=mode, importance=importance, **_reduced_kwargs(family))
     student = build_student(teacher, spec)
     out = export(teacher, spec, tmp_path / "student", student=student)

@@ -27,7 +27,7 @@ def _planted_llama() -> Teacher:
 
 def test_scores_find_planted_structure():
     teacher = _planted_llama()
-    scores = compute_importance(teacher, TOKENS, progress=False)
+    scores = compute_importance(teacher, TOKENS)
     d = teacher.dims
     assert scores.hidden.shape == (d.hidden_size,) and scores.heads.shape == (d.num_layers, d.num_heads)
     assert scores.mlp[1, 7] == 0 and scores.mlp[1].min() == 0 and (scores.mlp[0] > 0).all()
@@ -40,14 +40,14 @@ def test_scores_find_planted_structure():
 def test_cache_is_reused(tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path))
     teacher = Teacher.from_model(tiny_model("qwen2"))
-    first = load_or_compute_importance(teacher, TOKENS, progress=False)
+    first = load_or_compute_importance(teacher, TOKENS)
     assert importance_cache_path(teacher, TOKENS).exists()
 
     def fail(*_a, **_k):
         raise AssertionError("recomputed despite the cache")
 
     monkeypatch.setattr(importance_mod, "compute_importance", fail)
-    again = load_or_compute_importance(teacher, TOKENS, progress=False)
+    again = load_or_compute_importance(teacher, TOKENS)
     assert torch.equal(first.mlp, again.mlp) and torch.equal(first.layers, again.layers)
     with pytest.raises(AssertionError, match="recomputed"):  # other data: another key
-        load_or_compute_importance(teacher, TOKENS[:2], progress=False)
+        load_or_compute_importance(teacher, TOKENS[:2])

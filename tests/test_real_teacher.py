@@ -37,7 +37,7 @@ def test_half_size_importance_beats_first_k(smollm2, tmp_path):
     plays = [text for _, text in builtin_corpus("shakespeare")]
     calib = _windows(smollm2.tokenizer, plays[:-4], 16, 256, seed=0)
     held_out = _windows(smollm2.tokenizer, plays[-4:], 8, 257, seed=1)
-    scores = load_or_compute_importance(smollm2, calib, progress=False)
+    scores = load_or_compute_importance(smollm2, calib)
     full = smollm2.adapter.counts().non_embedding_params
     ppl = {}
     for mode in ("importance", "first-k"):

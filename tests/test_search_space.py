@@ -25,8 +25,7 @@ def teachers():
     out = {}
     for fam in FAMILIES:
         t = Teacher.from_model(tiny_model(fam))
-        imp = compute_importance(t, torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0)),
-                                 progress=False)
+        imp = compute_importance(t, torch.randint(0, 512, (2, 16), generator=torch.Generator().manual_seed(0)))
         out[fam] = (t, imp)
     return out
 

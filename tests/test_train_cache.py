@@ -33,7 +33,7 @@ def _cache(tmp_path, teacher, stream, k, name="cache"):
     windows = _windows(stream)
     batches = [windows[i:i + 5] for i in range(0, len(windows), 5)]
     return build_cache(teacher, batches, tmp_path / name, k=k, vocab=VOCAB, seq_len=SEQ,
-                       meta={"teacher_fingerprint": "t", "data_fingerprint": "d"}, shard_windows=16, progress=False)
+                       meta={"teacher_fingerprint": "t", "data_fingerprint": "d"}, shard_windows=16)
 
 
 def _run(cfg, teacher=None, cache=None):

@@ -60,7 +60,7 @@ def _hidden_sum(teacher: Teacher, spec: SubnetSpec, student, layers: str = "all"
 
 def test_exact_subnetwork_has_zero_hidden_loss():
     teacher = Teacher.from_model(tiny_model("llama"), tiny_tokenizer())
-    importance = compute_importance(teacher, torch.randint(0, TINY_VOCAB, (4, 16)), progress=False)
+    importance = compute_importance(teacher, torch.randint(0, TINY_VOCAB, (4, 16)))
     spec = full(teacher.dims, importance)  # every channel, permuted: the same function
     assert list(spec.hidden) != sorted(spec.hidden)
     assert _hidden_sum(teacher, spec, build_student(teacher, spec)) < 1e-8

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from headstart.commands.progress import Bars
 from headstart.configs import CacheLogitsConfig
 from headstart.errors import DataError
 
@@ -38,9 +39,10 @@ def run(cfg: CacheLogitsConfig) -> Path:
     batches = (loader.read_windows(np.arange(s, min(n, s + cfg.batch_size))) for s in range(0, n, cfg.batch_size))
     meta = {"teacher": cfg.teacher, "teacher_fingerprint": teacher.fingerprint, "data": str(cfg.data),
             "data_fingerprint": manifest.get("key"), "split": cfg.split}
-    return build_cache(teacher.model, batches, cfg.out, k=cfg.k, vocab=vocab, seq_len=cfg.seq_len, meta=meta,
-                       shard_windows=cfg.shard_windows, max_windows=min(max_windows, n), autocast=autocast,
-                       progress=cfg.progress)
+    with Bars(cfg.progress) as progress:
+        return build_cache(teacher.model, batches, cfg.out, k=cfg.k, vocab=vocab, seq_len=cfg.seq_len, meta=meta,
+                           shard_windows=cfg.shard_windows, max_windows=min(max_windows, n), autocast=autocast,
+                           progress=progress)
 
 
 def summary(out: Path, cfg: CacheLogitsConfig) -> str:

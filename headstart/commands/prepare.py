@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from headstart.commands.progress import Bars
 from headstart.configs import PrepareConfig
 from headstart.errors import DataError
 
@@ -26,10 +27,11 @@ def run(cfg: PrepareConfig, tokenizer: Any = None) -> Path:
         tokenizer = load_tokenizer(cfg.tokenizer)
         if tokenizer is None:
             raise DataError(f"{cfg.tokenizer} ships no tokenizer; pass a teacher directory, .gguf or hub id with one")
-    result = prepare_corpus(inputs, tokenizer, cfg.out, tokenizer_source=str(cfg.tokenizer),
-                            text_field=cfg.text_field, search_frac=search, val_frac=val, seed=cfg.seed,
-                            workers=cfg.workers, shard_tokens=cfg.shard_tokens, overwrite=cfg.overwrite,
-                            progress=cfg.progress)
+    with Bars(cfg.progress) as progress:
+        result = prepare_corpus(inputs, tokenizer, cfg.out, tokenizer_source=str(cfg.tokenizer),
+                                text_field=cfg.text_field, search_frac=search, val_frac=val, seed=cfg.seed,
+                                workers=cfg.workers, shard_tokens=cfg.shard_tokens, overwrite=cfg.overwrite,
+                                progress=progress)
     return result.path
 
 

@@ -1,10 +1,46 @@
-"""Progress bars for the command line. Library code reports progress through callbacks; only the
-commands draw bars (tqdm), and only on rank 0."""
+"""Progress bars for the command line. Library code reports progress through callbacks
+(:mod:`headstart.progress`); only the commands draw bars (tqdm), and only on rank 0."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
+
+
+class Bars:
+    """A :class:`headstart.progress.Progress` that draws one tqdm bar per task, when ``show`` and on
+    rank 0 only (elsewhere it draws nothing); a context manager that closes its bars."""
+
+    def __init__(self, show: bool = True) -> None:
+        self.show = show and int(os.environ.get("RANK", "0")) == 0  # torchrun sets RANK in every process
+        self._bars: dict[str, Any] = {}
+
+    def __call__(self, task: str, done: int, total: int | None, postfix: str = "") -> None:
+        if not self.show:
+            return
+        bar = self._bars.get(task)
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            bar = self._bars[task] = tqdm(total=total, initial=done, desc=task, dynamic_ncols=True)
+        if total != bar.total:
+            bar.total = total
+        bar.update(done - bar.n)
+        if postfix:
+            bar.set_postfix_str(postfix, refresh=False)
+
+    def close(self) -> None:
+        """Close every bar."""
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class SearchProgress:

@@ -12,16 +12,16 @@ from headstart.configs import SearchConfig
 def run(cfg: SearchConfig, teacher: Any = None, progress: Any = None) -> Path:
     """Run (or resume) the search; returns ``cfg.out`` with the journal, best specs, summary and plot."""
     from headstart import parallel
+    from headstart.commands.progress import Bars, SearchProgress
     from headstart.search.pipeline import run_job
 
     cfg.check_budget()
     check(cfg)
     if progress is None and parallel.rank() == 0:
-        from headstart.commands.progress import SearchProgress
-
         progress = SearchProgress()
     try:
-        run_job(cfg, teacher=teacher, progress=progress)
+        with Bars() as calibration:
+            run_job(cfg, teacher=teacher, progress=progress, calibration=calibration)
     finally:
         if progress is not None and hasattr(progress, "close"):
             progress.close()

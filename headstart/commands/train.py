@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from headstart.commands.progress import Bars
 from headstart.errors import ConfigError, DataError, Interrupted
 from headstart.train.config import TrainConfig
 
@@ -54,7 +55,8 @@ def run(cfg: TrainConfig, teacher: Any = None) -> Path:
     check(cfg)
     started = parallel.init()
     try:
-        result = train_run(cfg, teacher=teacher)
+        with Bars(cfg.progress) as progress:
+            result = train_run(cfg, teacher=teacher, progress=progress)
         parallel.barrier()  # every rank done (rank 0 exports) before the group goes down
     finally:
         if started:

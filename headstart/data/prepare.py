@@ -18,14 +18,13 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from headstart.data.encode import Encoder, default_workers
 from headstart.data.fingerprint import eos_token_id, fingerprint_and_size
@@ -48,6 +47,7 @@ from headstart.data.sources import (
 )
 from headstart.data.splits import DEFAULT_SEARCH, DEFAULT_VAL, SplitAssignment, held_out_count
 from headstart.errors import ConfigError, DataError
+from headstart.progress import Progress, report
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def prepare(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """Tokenize ``inputs`` with ``tokenizer`` into ``out_dir`` and return ``out_dir``.
 
@@ -122,7 +122,7 @@ def prepare_corpus(
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     max_doc_bytes: int = DEFAULT_MAX_DOC_BYTES,
     overwrite: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> Prepared:
     """:func:`prepare`, also telling whether an existing result was reused (and its manifest)."""
     if shard_tokens < 1 or max_doc_bytes < 16:
@@ -131,7 +131,10 @@ def prepare_corpus(
     sources = resolve_inputs(inputs)
     tok = _tokenizer_facts(tokenizer, tokenizer_source)
     check_out_dir(out, tok["fingerprint"], overwrite)
-    infos = [scan_source(s, text_field, max_doc_bytes) for s in tqdm(sources, desc="scan", disable=not progress)]
+    infos = []
+    for source in sources:
+        infos.append(scan_source(source, text_field, max_doc_bytes))
+        report(progress, "scan", len(infos), len(sources))
     _check_not_empty(sources, infos)
     n_docs = sum(i.documents for i in infos)
     search, val = _held_out(sources, search_frac, val_frac)
@@ -145,13 +148,12 @@ def prepare_corpus(
     state = start_state(out, key, tok["fingerprint"])
     dtype = dtype_for_vocab(tok["vocab_size"])
     n_workers = (workers or default_workers()) if state["docs_done"] < n_docs else 1
-    with (
-        Encoder(tokenizer, tok["eos_id"], dtype, n_workers) as encoder,
-        tqdm(total=n_docs, initial=state["docs_done"], unit="doc", desc="tokenize", disable=not progress) as bar,
-    ):
+    with Encoder(tokenizer, tok["eos_id"], dtype, n_workers) as encoder:
         batch_chars = min(BATCH_CHARS, shard_tokens)  # a batch never holds much more than a shard
         batches = _batches(sources, infos, text_field, max_doc_bytes, assign, state["docs_done"], batch_chars)
-        _tokenize(out, state, encoder.map(batches), shard_tokens, dtype, bar)
+        report(progress, "tokenize", state["docs_done"], n_docs)
+        _tokenize(out, state, encoder.map(batches), shard_tokens, dtype, lambda done, tokens: report(
+            progress, "tokenize", done, n_docs, f"{tokens:,} tokens"))
     manifest = _manifest(state, key, settings, sources, infos, search, val)
     if manifest["total_tokens"] == 0:
         raise DataError(f"the inputs hold no text ({', '.join(s.name for s in sources[:5])}); nothing to prepare")
@@ -247,8 +249,10 @@ def _batches(
         yield meta, texts
 
 
-def _tokenize(out: Path, state: dict[str, Any], results: Iterator, shard_tokens: int, dtype: np.dtype, bar) -> None:
-    """Route each document's tokens to its split; checkpoint whenever a split fills a shard."""
+def _tokenize(out: Path, state: dict[str, Any], results: Iterator, shard_tokens: int, dtype: np.dtype,
+              advance: Callable[[int, int], None]) -> None:
+    """Route each document's tokens to its split; checkpoint whenever a split fills a shard.
+    ``advance(documents done, tokens so far)`` is called after every batch."""
     buffers: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     sizes = dict.fromkeys(SPLITS, 0)
     last = state["docs_done"] - 1
@@ -265,8 +269,7 @@ def _tokenize(out: Path, state: dict[str, Any], results: Iterator, shard_tokens:
             record["documents"] += 1
             if record["names"] is not None:
                 record["names"] = record["names"] + [name] if len(record["names"]) < MAX_NAMES else None
-        bar.update(len(meta))
-        bar.set_postfix(tokens=sum(state["splits"][s]["tokens"] + sizes[s] for s in SPLITS), refresh=False)
+        advance(last + 1, sum(state["splits"][s]["tokens"] + sizes[s] for s in SPLITS))
         if max(sizes.values()) >= shard_tokens:
             _checkpoint(out, state, buffers, sizes, last + 1, shard_tokens, dtype)
     _checkpoint(out, state, buffers, sizes, last + 1, shard_tokens, dtype)

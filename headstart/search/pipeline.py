@@ -22,6 +22,7 @@ from headstart.configs import SearchConfig
 from headstart.errors import CheckpointError
 from headstart.importance import data_fingerprint, load_or_compute_importance
 from headstart.io import write_json, write_yaml
+from headstart.progress import Progress
 from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
 from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
 from headstart.search.fitness import Fitness
@@ -69,10 +70,10 @@ def load_windows(job: SearchConfig, teacher: Teacher) -> tuple[torch.Tensor, tor
     return windows, calib
 
 
-def _orders(teacher: Teacher, calib: torch.Tensor | None) -> dict[str, Orders]:
+def _orders(teacher: Teacher, calib: torch.Tensor | None, progress: Progress | None) -> dict[str, Orders]:
     orders = {"first-k": Orders.first_k(teacher.dims)}
     if calib is not None:
-        imp = load_or_compute_importance(teacher, calib, progress=parallel.is_main())
+        imp = load_or_compute_importance(teacher, calib, progress=progress)
         orders["importance"] = Orders.from_importance(teacher.dims, imp)
     return orders
 
@@ -95,8 +96,12 @@ def _warn_idle(job: SearchConfig, bins: int) -> None:
                     parallel.world_size() - size * bins)
 
 
-def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: ProgressFn | None = None) -> SearchOutcome:
-    """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``."""
+def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: ProgressFn | None = None,
+            calibration: Progress | None = None) -> SearchOutcome:
+    """Run a search job; writes the journal, the best spec per bin, a summary and a plot to ``job.out``.
+
+    ``progress`` hears of every evaluation, ``calibration`` of the importance pass.
+    """
     parallel.init()
     out = Path(job.out)
     if (out / JOURNAL).exists() and not job.resume:  # every rank decides alike, before anything is written
@@ -105,7 +110,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     if teacher is None:
         teacher = load_teacher(job.teacher, device=str(_device(job.device)))
     windows, calib = load_windows(job, teacher)
-    orders = _orders(teacher, calib)
+    orders = _orders(teacher, calib, calibration)
     config = load_space(job.space, teacher.dims, job.granularity)
     main_space = SearchSpace(config, teacher.adapter, orders[job.order])
     grid = SizeGrid(main_space)
@@ -113,14 +118,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     job.check_budget()
     tables = make_bins(grid, budgets, job.tolerance, job.bins)
     _warn_idle(job, len(tables))
-    header = {
-        "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
-        "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
-        "search": {"strategy": job.strategy, "order": job.order, "population": job.population,
-                   "generation_size": job.generation_size or job.population},
-        "teacher_source": teacher.source, "data_dir": str(job.data), "space_config": config.to_dict(),
-        "bins": [t.bin.to_dict() for t in tables], "seq_len": job.seq_len, "windows": job.windows,
-    }
+    header = _header(job, teacher, windows, config, tables, orders)
     if parallel.is_main():
         out.mkdir(parents=True, exist_ok=True)
     parallel.barrier()
@@ -158,6 +156,19 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
         write_outputs(outcome, teacher, config)
     parallel.barrier()
     return outcome
+
+
+def _header(job: SearchConfig, teacher: Teacher, windows: torch.Tensor, config: SpaceConfig, tables: list,
+            orders: dict) -> dict:
+    """The journal's header: what a resumed search must match (teacher, data, space, seed, strategy)."""
+    return {
+        "teacher": teacher.fingerprint, "data": data_fingerprint(windows),
+        "space": _space_fingerprint(config, tables, orders), "seed": job.seed,
+        "search": {"strategy": job.strategy, "order": job.order, "population": job.population,
+                   "generation_size": job.generation_size or job.population},
+        "teacher_source": teacher.source, "data_dir": str(job.data), "space_config": config.to_dict(),
+        "bins": [t.bin.to_dict() for t in tables], "seq_len": job.seq_len, "windows": job.windows,
+    }
 
 
 def write_outputs(outcome: SearchOutcome, teacher: Teacher, config: SpaceConfig) -> None:

@@ -18,9 +18,10 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from headstart import parallel
 from headstart.errors import ConfigError, TeacherError
-from headstart.io import atomic_dir, remove_stale_temps, write_json, write_yaml
+from headstart.io import atomic_dir, write_json, write_yaml
 from headstart.models import get_adapter
 from headstart.precision import compute_dtype
+from headstart.progress import Progress
 from headstart.spec import SubnetSpec
 from headstart.train.config import TrainConfig
 
@@ -115,16 +116,6 @@ def write_config(cfg: TrainConfig) -> Path:
     return write_yaml(Path(cfg.out) / "config.yaml", cfg.to_dict())
 
 
-def remove_stale(out: Path) -> None:
-    """Remove what killed runs left in ``out``: temporaries of the export, the config, the metrics and
-    checkpoints (only those of processes that no longer exist)."""
-    from headstart.train.checkpoint import CHECKPOINTS
-
-    for folder in (out, out / CHECKPOINTS):
-        for path in remove_stale_temps(folder):
-            log.info("removed %s, left by a process that no longer runs", path)
-
-
 def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[str, Any]) -> Path | None:
     """Write the trained student as a Hugging Face checkpoint with ``training_summary.json``.
 
@@ -170,10 +161,11 @@ def _flops(model: PreTrainedModel | None, seq_len: int) -> int:
         return 2 * sum(p.numel() for p in model.parameters())
 
 
-def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
+def run(cfg: TrainConfig, teacher: Any = None, progress: Progress | None = None) -> dict[str, Any]:
     """Train per ``cfg`` (single process, or every rank under torchrun) and export the student.
 
-    ``teacher`` may pass the already loaded teacher of ``cfg.teacher`` (the pipeline loads it once).
+    ``teacher`` may pass the already loaded teacher of ``cfg.teacher`` (the pipeline loads it once);
+    ``progress`` receives the steps (:mod:`headstart.progress`).
     """
     from headstart.data import WindowLoader, fixed_windows
     from headstart.teacher import load_teacher
@@ -207,10 +199,9 @@ def run(cfg: TrainConfig, teacher: Any = None) -> dict[str, Any]:
         val = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
     flops = {"student": _flops(student, cfg.seq_len), "teacher": _flops(online, cfg.seq_len)}
     trainer = Trainer(cfg, student, loader, val_windows=val, vocab=vocab, teacher=online, cache=cache, flops=flops,
-                      hidden=hidden_targets(cfg, teacher))
+                      hidden=hidden_targets(cfg, teacher), progress=progress)
     trainer.start()  # refuses (or resumes) before config.yaml is written
     if parallel.is_main():
-        remove_stale(Path(cfg.out))
         write_config(cfg)
     result = trainer.fit()
     if result["interrupted"]:

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from headstart import parallel
 from headstart.errors import CheckpointError, HeadstartError
 from headstart.io import remove_stale_temps
+from headstart.progress import Progress, report
 from headstart.train.checkpoint import (
     CHECKPOINTS,
     latest_checkpoint,
@@ -201,9 +201,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, student: nn.Module, loader: Any, *, val_windows: torch.Tensor | None,
                  vocab: int, teacher: nn.Module | None = None, cache: Any = None, flops: dict[str, int] | None = None,
-                 hidden: HiddenMap | None = None):
+                 hidden: HiddenMap | None = None, progress: Progress | None = None):
         self.cfg, self.student, self.loader, self.val = cfg, student, loader, val_windows
         self.started = False
+        self.progress = progress
         self.device = parallel.device()
         self.kd = cfg.kd_config()
         if cfg.uses_teacher and teacher is None and cache is None:
@@ -338,25 +339,23 @@ class Trainer:
             self.start()
         if parallel.is_main():  # what killed runs left half-written (checkpoints, the export, metrics)
             for folder in (self.out, self.out / CHECKPOINTS):
-                remove_stale_temps(folder)
+                for path in remove_stale_temps(folder):
+                    log.info("removed %s, left by a process that no longer runs", path)
         metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.tensorboard, wandb=cfg.wandb,
                                 config=self.config_dict(), start_step=self.counters.step)
         handlers = install_signals(self._on_signal)
-        show = cfg.progress and parallel.is_main()
-        bar = tqdm(total=self.total_steps, initial=self.counters.step, disable=not show, unit="step",
-                   dynamic_ncols=True)
         try:
-            self._run(metrics, bar, on_step)
+            self._run(metrics, on_step)
             if self.checkpointer is not None:
                 self.checkpointer.wait()  # an asynchronous save is complete before the run returns
         finally:
-            bar.close()
             metrics.close()
             restore_signals(handlers)
         return {"interrupted": self._stop, **vars(self.counters)}
 
-    def _run(self, metrics: MetricsLogger, bar: tqdm, on_step: Any) -> None:
+    def _run(self, metrics: MetricsLogger, on_step: Any) -> None:
         cfg, c = self.cfg, self.counters
+        report(self.progress, "train", c.step, self.total_steps)
         while c.step < self.total_steps and c.target_step is None:
             t0 = time.perf_counter()
             for group in self.optimizer.param_groups:
@@ -388,10 +387,7 @@ class Trainer:
                 if cfg.target_loss is not None and row["val_loss"] <= cfg.target_loss:
                     c.target_step = c.step
             metrics.log(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", ce=f"{stats['ce']:.3f}", kd=f"{stats['kd']:.3f}",
-                            lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}",
-                            **({"val": f"{row['val_loss']:.3f}"} if "val_loss" in row else {}))
+            report(self.progress, "train", c.step, self.total_steps, _status(row))
             if on_step is not None:
                 on_step(self)
             stop = self._should_stop()
@@ -405,6 +401,12 @@ class Trainer:
                 self._stop = True
                 log.warning("stopped at step %d; continue with --resume", c.step)
                 return
+
+
+def _status(row: dict[str, Any]) -> str:
+    """A step's losses, learning rate and speed, for a progress line."""
+    return (f"loss={row['loss']:.3f} ce={row['ce']:.3f} kd={row['kd']:.3f} lr={row['lr']:.2e} "
+            f"tok/s={row['tokens_per_s']:.0f}" + (f" val={row['val_loss']:.3f}" if "val_loss" in row else ""))
 
 
 def _blocks(model: nn.Module) -> nn.ModuleList:

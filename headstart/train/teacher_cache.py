@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from headstart.errors import DataError
 from headstart.io import atomic_dir, confined, remove_stale_temps, sha256_file
+from headstart.progress import Progress, report
 from headstart.train.kd_loss import TopK, default_chunk
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class _ShardWriter:
 def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_dir: str | os.PathLike[str], *,
                 k: int, vocab: int, seq_len: int, meta: dict[str, Any], shard_windows: int = 1024,
                 max_windows: int | None = None, autocast: torch.autocast | None = None,
-                progress: bool = True) -> Path:
+                progress: Progress | None = None) -> Path:
     """Run ``teacher`` over ``batches`` of windows [B, L+1] and write a cache to ``out_dir`` (atomically).
 
     ``meta`` records what the cache belongs to (teacher fingerprint, data fingerprint, ...).
@@ -126,7 +126,6 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
     remove_stale_temps(out.parent, f".{out.name}.")
     head = teacher.get_output_embeddings().weight
     device = head.device
-    bar = tqdm(total=max_windows, unit="window", disable=not progress, desc="teacher top-k")
     with atomic_dir(out) as tmp:
         writer = _ShardWriter(tmp, shard_windows, index_dtype(vocab))
         for batch in batches:
@@ -142,7 +141,7 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
             shape = (batch.shape[0], seq_len)
             writer.add(window_keys(batch), lp.view(*shape, k).cpu().numpy(), ids.view(*shape, k).cpu().numpy(),
                        rest.view(shape).cpu().numpy())
-            bar.update(batch.shape[0])
+            report(progress, "teacher top-k", writer.windows + len(writer.buf["keys"]), max_windows)
         writer.flush()
         manifest = {"format": FORMAT, "k": k, "vocab": vocab, "seq_len": seq_len, "windows": writer.windows,
                     "index_dtype": writer.id_dtype.str, "bytes_per_token": bytes_per_token(k, vocab, seq_len),
