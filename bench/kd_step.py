@@ -71,7 +71,7 @@ def headstart_step(module, teacher, batch) -> float:
 
 def _setup(batch_size: int, seq_len: int, steps: int, alpha: float, t: float):
     from headstart.train.kd_loss import KDConfig
-    from headstart.train.loop import DistillModule
+    from headstart.train.step import DistillModule
 
     student, teacher = models()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)

@@ -31,7 +31,8 @@ from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
 from headstart.train.hidden_loss import HiddenMap, hidden_loss_sum, hidden_map
 from headstart.train.kd_loss import KDConfig
-from headstart.train.loop import DistillModule, StepContext, Trainer, lr_at, teacher_signal
+from headstart.train.loop import Trainer, lr_at
+from headstart.train.step import DistillModule, StepContext, teacher_signal
 
 SEQ = 16
 IDS = torch.randint(0, TINY_VOCAB, (2, 21), generator=torch.Generator().manual_seed(5))

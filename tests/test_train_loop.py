@@ -25,7 +25,8 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
 from headstart.errors import CheckpointError
 from headstart.train import checkpoint as ckpt_mod
 from headstart.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from headstart.train.loop import DivergedError, Trainer, lr_at
+from headstart.train.loop import Trainer, lr_at
+from headstart.train.step import DivergedError
 
 SEQ = 16
 

@@ -124,7 +124,11 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
     if not 1 <= k <= vocab:
         raise DataError(f"--k {k} must lie between 1 and the vocabulary size {vocab}")
     remove_stale_temps(out.parent, f".{out.name}.")
-    head = teacher.get_output_embeddings().weight
+    from headstart.models import get_adapter
+
+    adapter = get_adapter(teacher.config)
+    adapter.check_linear_logits("the teacher top-k cache")
+    head = adapter.output_head(teacher).weight
     device = head.device
     with atomic_dir(out) as tmp:
         writer = _ShardWriter(tmp, shard_windows, index_dtype(vocab))
@@ -136,7 +140,7 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
                 if batch.shape[0] == 0:
                     break
             with torch.no_grad(), autocast or torch.autocast("cpu", enabled=False):
-                hidden = teacher.base_model(input_ids=batch[:, :-1].to(device), use_cache=False).last_hidden_state
+                hidden = adapter.hidden_states(teacher, batch[:, :-1].to(device))
             lp, ids, rest = topk_logprobs(hidden.flatten(0, 1), head, k, vocab)
             shape = (batch.shape[0], seq_len)
             writer.add(window_keys(batch), lp.view(*shape, k).cpu().numpy(), ids.view(*shape, k).cpu().numpy(),
