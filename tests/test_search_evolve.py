@@ -8,9 +8,10 @@ import random
 import pytest
 from transformers import LlamaConfig
 
+from headstart.configs import budgets as parse_params
 from headstart.errors import CheckpointError
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins, parse_params
+from headstart.search.bins import SizeGrid, make_bins
 from headstart.search.evolve import Evaluator, SearchSettings, run_search
 from headstart.search.journal import Journal, read_journal
 from headstart.search.space import SearchSpace, default_space

@@ -9,11 +9,12 @@ import torch
 from tiny import FAMILIES, tiny_model
 from transformers import LlamaConfig
 
+from headstart.configs import budgets as parse_params
 from headstart.errors import ConfigError
 from headstart.extract import build_student
 from headstart.importance import compute_importance
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins, parse_params
+from headstart.search.bins import SizeGrid, make_bins
 from headstart.search.operators import crossover, mutate, repair, sample
 from headstart.search.space import Genome, SearchSpace, default_space, load_space, resize
 from headstart.selection import Orders, from_sizes

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,23 +24,6 @@ from headstart.spec import Shape
 log = logging.getLogger(__name__)
 
 Sizes = tuple[int, int, int, int, int]  # (layers, hidden, kv_groups, heads_per_group, mlp)
-_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}
-
-
-def parse_params(text: str | int | float) -> list[int]:
-    """``"40M,60M"`` / ``"1.5B"`` / ``"500k"`` / ``123456`` -> parameter counts."""
-    out = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kKmMbBgG]?)\s*", part)
-        if not m:
-            raise ConfigError(f"cannot read parameter budget {part.strip()!r}; write e.g. 40M, 1.5B or 500k")
-        value = int(round(float(m.group(1)) * _SUFFIX[m.group(2).lower()]))
-        if value <= 0:
-            raise ConfigError(f"parameter budget {part.strip()!r} must be positive")
-        out.append(value)
-    return out
-
-
 def format_params(n: float) -> str:
     """``40123456`` -> ``"40.1M"``."""
     for unit, scale in (("B", 10**9), ("M", 10**6), ("k", 10**3)):

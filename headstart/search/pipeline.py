@@ -19,11 +19,12 @@ import torch
 
 from headstart import parallel
 from headstart.configs import SearchConfig
+from headstart.configs import budgets as parse_params
 from headstart.errors import CheckpointError
 from headstart.importance import data_fingerprint, load_or_compute_importance
 from headstart.io import write_json, write_yaml
 from headstart.progress import Progress
-from headstart.search.bins import BinTable, SizeGrid, make_bins, parse_params
+from headstart.search.bins import BinTable, SizeGrid, make_bins
 from headstart.search.evolve import Evaluator, ProgressFn, SearchSettings, run_search
 from headstart.search.fitness import Fitness
 from headstart.search.journal import Journal
