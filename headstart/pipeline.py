@@ -187,8 +187,15 @@ class Pipeline:
 
         init, _ = RUNS[name]
         spec = self.out / "students" / label / ("first-k.yaml" if init == "first-k" else "searched.yaml")
-        source = self._reconstructed(label, spec) if init != "random" and self.recipe.extract.reconstruct else spec
+        start_tokens = 0
+        if init == "rung":  # the search's winner as its last rung left it; the rung's tokens count
+            source, start_tokens = self._rung_winner(label)
+        elif init != "random" and self.recipe.extract.reconstruct:
+            source = self._reconstructed(label, spec)
+        else:
+            source = spec
         cfg = self.recipe.train_config(name, label, source)
+        cfg = dataclasses.replace(cfg, tokens=cfg.tokens - start_tokens) if start_tokens else cfg
         stage, out = f"train:{label}:{name}", Path(cfg.out)
         key = _hash([self.keys["search"], cfg.to_dict()])
         if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
@@ -201,9 +208,18 @@ class Pipeline:
             shutil.rmtree(out)  # a run that died before its first checkpoint: nothing to keep
         self.say(f"[{stage}] {'resuming' if cfg.resume else 'training'} {RUN_LABELS[name]} for {cfg.tokens:,} tokens")
         train.run(cfg, teacher=self.teacher)
-        write_json(out / INITIAL, self._initial_loss(cfg))
+        write_json(out / INITIAL, {**self._initial_loss(cfg), "tokens": start_tokens})
         self._finish(stage, key)
         return out
+
+    def _rung_winner(self, label: str) -> tuple[Path, int]:
+        """The trained student the search's rungs left for budget ``label``, and its training tokens."""
+        meta = yaml.safe_load((self.out / "search" / f"best-{label}.yaml").read_text())
+        student = Path(meta.get("rung_student") or "")
+        if not meta.get("rung_student") or not (student / "config.json").is_file():
+            raise ConfigError(f"compare run rung-kd needs the rung winner's student of {label}, but the search left "
+                              f"none ({student}); rerun the search with search.rungs >= 1")
+        return student, int(meta["rung_tokens"])
 
     def _reconstructed(self, label: str, spec_file: Path) -> Path:
         """The student of ``spec_file`` extracted with reconstructed weights (``extract.reconstruct``), made once."""

@@ -35,20 +35,25 @@ RUNS: dict[str, tuple[str, bool]] = {
     "first-k-kd": ("first-k", True),
     "searched-ce": ("searched", False),
     "searched-kd": ("searched", True),
+    "rung-kd": ("rung", True),
 }
 RUN_LABELS = {
     "random-ce": "random init, CE",
     "first-k-kd": "first-k sub-network, KD",
     "searched-ce": "searched sub-network, CE",
     "searched-kd": "searched sub-network, KD",
+    "rung-kd": "searched, from its rung training, KD",
 }
+#: What ``compare.runs`` trains unless told: the paper's four (``rung-kd`` is an opt-in extra).
+DEFAULT_RUNS = ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
 
 
 @dataclass
 class CompareConfig:
     """Which runs to train from each budget's sub-network, and what each changes."""
 
-    runs: list[str] = option(list(RUNS), "runs to train", choices=tuple(RUNS))
+    runs: list[str] = option(DEFAULT_RUNS, "runs to train (rung-kd: the searched student continued from its "
+                             "training-aware rung, those tokens counted)", choices=tuple(RUNS))
     baseline: str = option("random-ce", "the run whose final loss is the target", choices=tuple(RUNS))
     overrides: dict[str, Any] = option({}, "per-run train options, e.g. {random-ce: {lr: 0.0003}}", cli=False)
 
@@ -95,6 +100,13 @@ class RecipeConfig:
         if self.search.params is None:
             raise ConfigError("the recipe needs search.params: the students' parameter budget(s), e.g. 50M")
         check_choice(self.compare.runs, tuple(RUNS), "compare.runs")
+        if "rung-kd" in self.compare.runs:
+            rung = self.search.rung_tokens * self.search.rung_eta ** max(0, self.search.rungs - 1)
+            if not self.search.rungs:
+                raise ConfigError("compare run rung-kd continues the search's rung winner; set search.rungs >= 1")
+            if rung >= self.train.tokens:
+                raise ConfigError(f"compare run rung-kd: the rung winner has trained {rung:,} tokens, not fewer than "
+                                  f"train.tokens {self.train.tokens:,}; lower search.rung_tokens or raise train.tokens")
         for budget in self.budgets():
             for name in self.compare.runs:
                 self.train_config(name, budget, Path(self.out) / "students" / "-.yaml")

@@ -147,7 +147,9 @@ def run_curve(run_dir: Path, name: str, label: str, setup_flops: float = 0.0, pa
     rows = [by_step[s] for s in sorted(by_step)]
     initial = run_dir / "initial.json"
     if initial.is_file():  # the starting point: what the sub-network (or random init) scores untrained
-        rows.insert(0, {"step": 0, "tokens": 0, **json.loads(initial.read_text())})
+        start = {"step": 0, "tokens": 0, **json.loads(initial.read_text())}
+        # a run that continues earlier training (rung-kd) starts at the tokens already spent on it
+        rows = [start] + [{**r, "tokens": float(r["tokens"]) + float(start["tokens"])} for r in rows]
     return RunCurve(
         name=name, label=label, tokens=[float(r["tokens"]) for r in rows],
         train_flops=[float(r.get("student_flops", 0)) + float(r.get("teacher_flops", 0)) for r in rows],
@@ -179,7 +181,7 @@ def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[
     costs = setup_costs(out, recipe, teacher["flops_per_token"], index)
     runs = []
     for name in recipe.compare.runs:
-        setup = costs["importance"] + costs["search"] + costs["rungs"] if RUNS[name][0] == "searched" else 0.0
+        setup = costs["importance"] + costs["search"] + costs["rungs"] if RUNS[name][0] in ("searched", "rung") else 0.0
         runs.append(run_curve(out / "runs" / label / name, name, RUN_LABELS[name], setup, evals[name]["params"]))
     rows = comparison_rows(runs, recipe.compare.baseline)
     target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)

@@ -14,6 +14,7 @@ from headstart.cli import main
 from headstart.errors import ConfigError, Interrupted
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
+from headstart.report import run_curve
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 
@@ -89,6 +90,30 @@ def test_several_budgets_train_and_report_every_budget(tiny_teacher_dirs, tmp_pa
     assert budgets[0]["rows"][0]["params"] < budgets[1]["rows"][0]["params"]
     text = (report / "report.md").read_text()
     assert "## Budget bin0-95k" in text and "## Budget bin1-125k" in text
+
+
+def test_rung_kd_continues_the_rung_winner_and_counts_its_tokens(tiny_teacher_dirs, tmp_path):
+    data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
+    data["search"].update(evaluations=3, rungs=1, rung_candidates=2, rung_tokens=512)
+    data["compare"] = {"runs": ["random-ce", "rung-kd"]}
+    data["eval"]["max_new_tokens"] = 0
+    report = Pipeline(load_recipe(data), say=lambda _: None).run()
+    out = tmp_path / "out"
+    best = yaml.safe_load((out / "search" / f"best-{LABEL}.yaml").read_text())
+    run = out / "runs" / LABEL / "rung-kd"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["student"] == best["rung_student"] and config["tokens"] == 2048 - 512  # the rung's tokens count
+    assert json.loads((run / "initial.json").read_text())["tokens"] == 512
+    (budget,) = json.loads((report / "summary.json").read_text())["budgets"]
+    rows = {r["run"]: r for r in budget["rows"]}
+    assert rows["rung-kd"]["setup_flops"] >= budget["setup_flops"]["rungs"] > 0  # charged the search and rungs
+    curve = run_curve(run, "rung-kd", "", 0.0)
+    assert curve.tokens[0] == 512 and curve.tokens[-1] == run_curve(run.parent / "random-ce", "r", "").tokens[-1]
+
+    with pytest.raises(ConfigError, match="rung-kd.*search.rungs >= 1"):
+        load_recipe({**data, "search": {**data["search"], "rungs": 0}})
+    with pytest.raises(ConfigError, match="rung winner has trained 4,096 tokens"):
+        load_recipe({**data, "search": {**data["search"], "rung_tokens": 4096}})
 
 
 def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
