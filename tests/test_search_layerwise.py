@@ -99,3 +99,13 @@ def test_thirty_layer_teacher_default_space_is_quick_and_legal():
         pop.append(mutate(space, table, crossover(space, table, *rng.sample(pop, 2), rng), rng))
     for g in pop:
         assert table.bin.contains(adapter.counts(space.to_spec(g).shape).params)
+
+
+def test_layout_flag_is_on_the_cli(capsys):
+    from headstart.cli import main
+
+    try:
+        main(["search", "--help"])
+    except SystemExit:
+        pass
+    assert "--layout {uniform,layer-wise}" in capsys.readouterr().out.replace("\n", " ")

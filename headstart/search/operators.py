@@ -7,6 +7,7 @@ sizes, so the genomes they return are legal specs of the teacher inside the bin.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
@@ -58,9 +59,9 @@ def seed_genomes(space: SearchSpace, table: BinTable, rng: random.Random) -> lis
     keeping the order's top layers; the rest of the population is drawn at random. Layer-wise, each
     also comes tilted by layer influence (more heads and neurons in high-influence layers)."""
     seeds = [space.fit(Genome(*sizes, depth="top")) for sizes in table.archetypes(rng)]
-    if space.layerwise:
-        seeds += [repair(space, table, layerwise.tilt(space, g, 0.5), rng) for g in seeds]
-    return seeds
+    if space.layerwise:  # the tilted point first: per-layer sizes are what this layout is for
+        seeds = [x for g in seeds for x in (repair(space, table, layerwise.tilt(space, g, 0.5), rng), g)]
+    return list({json.dumps(g.to_dict(), sort_keys=True): g for g in seeds}.values())
 
 
 def _genes(space: SearchSpace, genome: Genome) -> list[str]:
