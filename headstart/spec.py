@@ -134,6 +134,8 @@ class Shape:
         out: dict[str, Any] = asdict(self)
         if self.layer_sizes is None:
             out.pop("layer_sizes")
+        else:
+            out["layer_sizes"] = list(out["layer_sizes"])
         return out
 
 

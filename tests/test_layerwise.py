@@ -118,6 +118,11 @@ def test_export_ships_per_layer_config_and_loads_with_headstart_alone(exports):
     assert adapter.counts(seq_len=64).flops_per_token == teacher.adapter.counts(spec.shape, 64).flops_per_token
     with pytest.raises(SpecError, match="not supported yet"):
         adapter.validate(full(adapter.dims))
+    from headstart.commands.inspect_ import describe_teacher
+    from headstart.teacher import load_teacher
+
+    info = describe_teacher(load_teacher(out))
+    assert info["params"] == info["params_loaded"] and "1x1/20" in info["dims"]["per layer (kv x heads/mlp)"]
 
 
 def test_gpt_neox_refuses_layer_wise():
