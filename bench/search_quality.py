@@ -63,6 +63,7 @@ def _args() -> argparse.Namespace:
     p.add_argument("--train-tokens", type=int, default=200_000, help="training budget of every winner")
     p.add_argument("--rung-tokens", type=int, default=8192, help="default's rung-1 tokens")
     p.add_argument("--speed-candidates", type=int, default=60, help="candidates timed fp32 vs shipped fitness")
+    p.add_argument("--speed-only", action="store_true", help="time the fitness arms only (no searches, no training)")
     p.add_argument("--out", default=str(ROOT / "docs" / "search_quality.json"))
     p.add_argument("--results", default=str(RESULTS), help="per-run results (a rerun skips what is there)")
     p.add_argument("--model", default="builtin:smollm2-135m", help=argparse.SUPPRESS)
@@ -89,6 +90,9 @@ def main() -> None:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     speed = _cached(results / "fitness_speed.json", lambda: _fitness_speed(args, teacher, data, budget))
+    if args.speed_only:
+        print(json.dumps(speed, indent=1))
+        return
     per = {m: [] for m in METHODS}
     for seed in [int(s) for s in args.seeds.split(",")]:
         default = _cached(results / f"default-seed{seed}.json",

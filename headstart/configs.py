@@ -18,6 +18,7 @@ from headstart.spec import MODES
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 GRANULARITIES = ("coarse", "fine")
+LAYOUTS = ("uniform", "layer-wise")
 STRATEGIES = ("evolution", "random")
 KINDS = ("forward", "reverse", "jsd", "none")
 BUILTIN_CORPORA = ("shakespeare",)
@@ -161,9 +162,11 @@ class SearchConfig:
     tolerance: float = option(0.05, "relative half-width of each budget's bin")
     bins: int | None = option(None, "instead of --params: N equal-width bins over the space's range")
     space: str | None = option(None, "search space YAML (ranges of layers/hidden/kv_groups/heads_per_group/mlp, "
-                               "depth_modes, granularity); defaults come from the teacher")
+                               "depth_modes, granularity, layout); defaults come from the teacher")
     granularity: str | None = option(None, "coarse: sizes only; fine: also which indices per layer "
                                      "(default: the space file's, else coarse)", choices=GRANULARITIES)
+    layout: str | None = option(None, "uniform: every layer keeps the same sizes; layer-wise: each layer its own "
+                                "heads and MLP size (default: the space file's, else uniform)", choices=LAYOUTS)
     order: str = option("importance", "which indices a size keeps: the most important or the leading ones",
                         choices=MODES)
     strategy: str = option("evolution", "evolution or random sampling", choices=STRATEGIES)

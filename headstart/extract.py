@@ -1,8 +1,10 @@
 """Extraction: spec + teacher -> an in-memory student, and -> a standard Hugging Face checkpoint.
 
 The exported directory (config, safetensors, tokenizer files, ``headstart_spec.yaml``) loads with
-plain ``AutoModelForCausalLM.from_pretrained``. Every export reloads what it wrote and compares the
-logits with the in-memory student; on mismatch it refuses to finish and leaves nothing behind.
+plain ``AutoModelForCausalLM.from_pretrained``; a layer-wise spec's also holds its modelling code
+(:mod:`headstart.models.modeling_layerwise`, copied by ``save_pretrained``), which loads with
+``trust_remote_code=True`` where headstart is absent. Every export reloads what it wrote and compares
+the logits with the in-memory student; on mismatch it refuses to finish and leaves nothing behind.
 """
 
 from __future__ import annotations

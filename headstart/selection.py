@@ -74,10 +74,11 @@ class Orders:
 
 
 def pick(orders: Orders, layers: Sequence[int], shape: Shape) -> SubnetSpec:
-    """The sub-network keeping teacher ``layers`` and, per layer, the first indices of ``orders``."""
+    """The sub-network keeping teacher ``layers`` and, per layer, the first indices of ``orders``
+    (as many as ``shape`` gives that layer: a layer-wise shape gives each layer its own)."""
     groups, heads, mlp = [], [], []
-    g, hpg, m = shape.num_key_value_heads, shape.heads_per_group, shape.intermediate_size
-    for t in layers:
+    for t, sizes in zip(layers, shape.layers(), strict=True):
+        g, hpg, m = sizes.num_key_value_heads, sizes.heads_per_group, sizes.intermediate_size
         kept = orders.kv[t][:g]
         groups.append(tuple(kept))
         heads.append(tuple(orders.heads[t][grp][:hpg] for grp in kept))

@@ -10,8 +10,10 @@ A :class:`SubnetSpec` names, by teacher index, everything the student keeps:
   head per group, MQA of a single group;
 * ``mlp[i]``: for student layer ``i``, the kept MLP neurons.
 
-Counts are uniform (every layer keeps as many groups, heads per group and neurons) so that the
-student is a standard config; the indices may differ from layer to layer. Search, extraction,
+A *uniform* spec keeps as many groups, heads per group and neurons in every layer, so the student
+is a standard config of the teacher's family; a *layer-wise* spec lets each layer keep its own
+counts (within one layer every kept group keeps the same number of query heads, as GQA needs) and
+exports with the per-layer config of :mod:`headstart.models.layerwise`. Search, extraction,
 training and reports all speak of sub-networks through this type only.
 """
 
@@ -50,10 +52,13 @@ class TeacherDims:
         """Query heads that share one key/value head."""
         return self.num_heads // self.num_kv_heads
 
+    layer_sizes: tuple[LayerSizes, ...] | None = None  # per layer, for a layer-wise checkpoint
+
     @property
     def shape(self) -> Shape:
         """The teacher's own sizes."""
-        return Shape(self.num_layers, self.hidden_size, self.num_kv_heads, self.num_heads, self.intermediate_size)
+        return Shape(self.num_layers, self.hidden_size, self.num_kv_heads, self.num_heads, self.intermediate_size,
+                     self.layer_sizes)
 
 
 def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:
@@ -66,24 +71,72 @@ def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:
 
 
 @dataclass(frozen=True)
+class LayerSizes:
+    """What one decoder layer keeps, with Hugging Face config names."""
+
+    num_key_value_heads: int
+    num_attention_heads: int
+    intermediate_size: int
+
+    @property
+    def heads_per_group(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.num_attention_heads // max(1, self.num_key_value_heads)
+
+
+@dataclass(frozen=True)
 class Shape:
-    """A sub-network's sizes with Hugging Face config names: what parameter and FLOP counts read."""
+    """A sub-network's sizes with Hugging Face config names: what parameter and FLOP counts read.
+
+    ``layer_sizes`` is ``None`` for a uniform shape; for a layer-wise one it lists every layer's
+    sizes and the scalar counts are the largest layer's (an upper bound, not a layer).
+    """
 
     num_hidden_layers: int
     hidden_size: int
     num_key_value_heads: int
     num_attention_heads: int
     intermediate_size: int
+    layer_sizes: tuple[LayerSizes, ...] | None = None
 
     @classmethod
     def of(cls, layers: int, hidden: int, kv_groups: int, heads_per_group: int, mlp: int) -> Shape:
         """The shape of plain gene sizes (query heads = kv groups x heads per group)."""
         return cls(layers, hidden, kv_groups, kv_groups * heads_per_group, mlp)
 
+    @classmethod
+    def of_layers(cls, hidden: int, layers: Sequence[LayerSizes]) -> Shape:
+        """The shape of per-layer sizes; uniform (``layer_sizes=None``) when every layer is alike."""
+        layers = tuple(layers)
+        top = (max(s.num_key_value_heads for s in layers), max(s.num_attention_heads for s in layers),
+               max(s.intermediate_size for s in layers))
+        return cls(len(layers), hidden, *top, None if len(set(layers)) == 1 else layers)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every layer keeps the same sizes."""
+        return self.layer_sizes is None
+
+    def layers(self) -> tuple[LayerSizes, ...]:
+        """The sizes of every layer (a uniform shape repeats its one layer)."""
+        if self.layer_sizes is not None:
+            return self.layer_sizes
+        one = LayerSizes(self.num_key_value_heads, self.num_attention_heads, self.intermediate_size)
+        return (one,) * self.num_hidden_layers
+
     @property
     def heads_per_group(self) -> int:
-        """Query heads that share one key/value head."""
+        """Query heads that share one key/value head (of the largest layer when layer-wise)."""
         return self.num_attention_heads // max(1, self.num_key_value_heads)
+
+    def sizes(self) -> dict[str, Any]:
+        """Plain sizes with Hugging Face names; a layer-wise shape adds ``layer_sizes``, a list of dicts."""
+        out: dict[str, Any] = asdict(self)
+        if self.layer_sizes is None:
+            out.pop("layer_sizes")
+        else:
+            out["layer_sizes"] = list(out["layer_sizes"])
+        return out
 
 
 @dataclass(frozen=True)
@@ -99,13 +152,19 @@ class SubnetSpec:
     # -- derived sizes -------------------------------------------------------------------------
     @property
     def shape(self) -> Shape:
-        """The sizes of this spec (per layer; uniform across layers)."""
-        n_kv = len(self.kv_groups[0]) if self.kv_groups else 0
-        hpg = len(self.heads[0][0]) if self.heads and self.heads[0] else 0
-        return Shape(
-            num_hidden_layers=len(self.layers), hidden_size=len(self.hidden), num_key_value_heads=n_kv,
-            num_attention_heads=n_kv * hpg, intermediate_size=len(self.mlp[0]) if self.mlp else 0,
-        )
+        """The sizes of this spec: uniform when every layer keeps the same counts, else layer-wise."""
+        if not self.layers:
+            return Shape(0, len(self.hidden), 0, 0, 0)
+        per_layer = [
+            LayerSizes(len(g), sum(len(h) for h in hs), len(m))
+            for g, hs, m in zip(self.kv_groups, self.heads, self.mlp)
+        ]
+        return Shape.of_layers(len(self.hidden), per_layer)
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every layer keeps the same counts (a standard config of the teacher's family)."""
+        return self.shape.uniform
 
     @property
     def num_layers(self) -> int:
@@ -117,17 +176,20 @@ class SubnetSpec:
         """Student residual width."""
         return len(self.hidden)
 
-    def sizes(self) -> dict[str, int]:
-        """The plain sizes of this spec, with Hugging Face names."""
-        return asdict(self.shape)
+    def sizes(self) -> dict[str, Any]:
+        """The plain sizes of this spec, with Hugging Face names (see :meth:`Shape.sizes`)."""
+        return self.shape.sizes()
 
     def describe(self) -> str:
         """One-line summary of the sizes."""
         sh = self.shape
-        return (
-            f"{sh.num_hidden_layers} layers, hidden {sh.hidden_size}, {sh.num_key_value_heads} kv groups x "
-            f"{sh.heads_per_group} heads, mlp {sh.intermediate_size}"
-        )
+        if sh.uniform:
+            return (
+                f"{sh.num_hidden_layers} layers, hidden {sh.hidden_size}, {sh.num_key_value_heads} kv groups x "
+                f"{sh.heads_per_group} heads, mlp {sh.intermediate_size}"
+            )
+        per = " ".join(f"{s.num_key_value_heads}x{s.heads_per_group}/{s.intermediate_size}" for s in sh.layers())
+        return f"{sh.num_hidden_layers} layers (layer-wise), hidden {sh.hidden_size}, kv x heads/mlp per layer: {per}"
 
     # -- validation ----------------------------------------------------------------------------
     def validate(self, dims: TeacherDims) -> SubnetSpec:
@@ -143,20 +205,15 @@ class SubnetSpec:
         for name, per_layer in (("kv_groups", self.kv_groups), ("heads", self.heads), ("mlp", self.mlp)):
             if len(per_layer) != n:
                 raise SpecError(f"{name} has {len(per_layer)} entries but the spec keeps {n} layers")
-        sh = self.shape
-        n_groups, hpg, n_mlp = sh.num_key_value_heads, sh.heads_per_group, sh.intermediate_size
         for i in range(n):
             where = f"layer {i} (teacher layer {self.layers[i]})"
             _check_index_list(self.kv_groups[i], dims.num_kv_heads, f"kv_groups of {where}", "kv groups")
-            if len(self.kv_groups[i]) != n_groups:
-                raise SpecError(
-                    f"kv_groups of {where} keeps {len(self.kv_groups[i])} groups, layer 0 keeps {n_groups}; "
-                    "every layer must keep the same number"
-                )
+            n_groups = len(self.kv_groups[i])
             if len(self.heads[i]) != n_groups:
                 raise SpecError(
                     f"heads of {where} lists {len(self.heads[i])} groups but kv_groups keeps {n_groups}"
                 )
+            hpg = len(self.heads[i][0]) if self.heads[i] else 0
             for j, heads in enumerate(self.heads[i]):
                 _check_index_list(
                     heads, dims.heads_per_group, f"heads of {where}, group {self.kv_groups[i][j]}",
@@ -165,14 +222,9 @@ class SubnetSpec:
                 if len(heads) != hpg:
                     raise SpecError(
                         f"heads of {where}, group {self.kv_groups[i][j]} keeps {len(heads)} query heads, "
-                        f"others keep {hpg}; every group must keep the same number"
+                        f"its first group keeps {hpg}; every group of a layer must keep the same number (GQA)"
                     )
             _check_index_list(self.mlp[i], dims.intermediate_size, f"mlp of {where}", "MLP neurons")
-            if len(self.mlp[i]) != n_mlp:
-                raise SpecError(
-                    f"mlp of {where} keeps {len(self.mlp[i])} neurons, layer 0 keeps {n_mlp}; "
-                    "every layer must keep the same number"
-                )
         return self
 
     # -- (de)serialisation ------------------------------------------------------------------

@@ -76,8 +76,9 @@ def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, c
 
 
 def test_several_budgets_train_and_report_every_budget(tiny_teacher_dirs, tmp_path):
+    """... in the layer-wise space: its students train (random and searched init), evaluate and report."""
     data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
-    data["search"].update(params="95K,125K", tolerance=0.1, evaluations=3)
+    data["search"].update(params="95K,125K", tolerance=0.1, evaluations=1, layout="layer-wise")  # the tilted seed
     data["compare"] = {"runs": ["random-ce", "searched-ce"]}
     data["eval"]["max_new_tokens"] = 0
     data["train"]["tokens"] = 512
@@ -90,6 +91,9 @@ def test_several_budgets_train_and_report_every_budget(tiny_teacher_dirs, tmp_pa
     assert budgets[0]["rows"][0]["params"] < budgets[1]["rows"][0]["params"]
     text = (report / "report.md").read_text()
     assert "## Budget bin0-95k" in text and "## Budget bin1-125k" in text
+    searched = [yaml.safe_load((tmp_path / "out" / "students" / b / "searched.yaml").read_text())
+                for b in ("bin0-95k", "bin1-125k")]
+    assert any("layer_sizes" in s["sizes"] for s in searched)  # a layer-wise student went all the way
 
 
 def test_rung_kd_continues_the_rung_winner_and_counts_its_tokens(tiny_teacher_dirs, tmp_path):

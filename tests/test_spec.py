@@ -28,17 +28,29 @@ def _spec(**over):
         ({"layers": []}, "keeps no layers"),
         ({"hidden": list(range(65))}, "only 64 hidden channels"),
         ({"hidden": [0, 0, 1]}, "repeats index 0"),
-        ({"kv_groups": [[0, 1], [0]], "heads": [[[0], [0]], [[0]]]}, "keeps 1 groups, layer 0 keeps 2"),
+        ({"kv_groups": [[0, 1], []], "heads": [[[0], [0]], []]}, "kv_groups of layer 1 .* is empty"),
         ({"kv_groups": [[0, 2], [0, 1]]}, "index 2, out of range 0..1"),
-        ({"heads": [[[0], [0, 1]], [[0], [0]]]}, "keeps 2 query heads, others keep 1"),
+        ({"heads": [[[0], [0, 1]], [[0], [0]]]}, "keeps 2 query heads, its first group keeps 1"),
+        ({"heads": [[[0], []], [[0], [0]]]}, "heads of layer 0 .* group 1 is empty"),
         ({"heads": [[[0], [2]], [[0], [0]]]}, "index 2, out of range 0..1"),
-        ({"mlp": [list(range(48)), list(range(40))]}, "keeps 40 neurons, layer 0 keeps 48"),
+        ({"mlp": [list(range(48)), []]}, "mlp of layer 1 .* is empty"),
         ({"mlp": [list(range(48))]}, "mlp has 1 entries but the spec keeps 2 layers"),
     ],
 )
 def test_validation_messages(over, message):
     with pytest.raises(SpecError, match=message):
         _spec(**over).validate(DIMS)
+
+
+def test_layer_wise_counts_are_valid_and_described():
+    spec = _spec(kv_groups=[[0, 1], [1]], heads=[[[0], [1]], [[0, 1]]], mlp=[list(range(48)), list(range(7))])
+    shape = spec.validate(DIMS).shape
+    assert not spec.uniform and shape.num_attention_heads == 2 and shape.intermediate_size == 48
+    assert [(s.num_key_value_heads, s.heads_per_group, s.intermediate_size) for s in shape.layers()] == [
+        (2, 1, 48), (1, 2, 7)]
+    assert "layer-wise" in spec.describe() and spec.sizes()["layer_sizes"][1]["intermediate_size"] == 7
+    uniform = _spec()
+    assert uniform.uniform and "layer_sizes" not in uniform.sizes()
 
 
 @pytest.mark.parametrize(

@@ -112,17 +112,20 @@ def test_two_processes_interrupted_and_resumed_match_uninterrupted(tmp_path):
         assert torch.equal(runs["resumed"][key], want), key
 
 
-@pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp2"])
+@pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp2-layer-wise"])
 def test_torchrun_cli_matches_single_process(tmp_path, mode):
-    """`torchrun --nproc_per_node=2 -m headstart train` end to end, against one process with the same global batch."""
+    """`torchrun --nproc_per_node=2 -m headstart train` end to end, against one process with the same global batch
+    (under FSDP2 the student is a layer-wise one: its layers differ in size)."""
     import subprocess
     import sys
 
-    from tiny import TEXT, save_tiny_teacher, tiny_tokenizer
+    from tiny import TEXT, layerwise_spec, save_tiny_teacher, tiny_tokenizer
     from transformers import AutoModelForCausalLM
 
     from headstart.cli import main
     from headstart.data import prepare
+    from headstart.extract import export
+    from headstart.teacher import load_teacher
 
     teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")
     src = tmp_path / "corpus"
@@ -131,7 +134,11 @@ def test_torchrun_cli_matches_single_process(tmp_path, mode):
         (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
     data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
                    val_frac=2, workers=1)
-    common = ["--teacher", str(teacher), "--student", f"random:{teacher}", "--data", str(data), "--tokens", "256",
+    student = f"random:{teacher}"
+    if mode:
+        loaded = load_teacher(teacher)
+        student = str(export(loaded, layerwise_spec(loaded.dims), tmp_path / "student"))
+    common = ["--teacher", str(teacher), "--student", student, "--data", str(data), "--tokens", "256",
               "--seq-len", "16", "--dtype", "float32", "--no-progress", "--eval-windows", "3", "--kd", "forward"]
     assert main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -20,6 +20,9 @@ from transformers import (
     Qwen3Config,
 )
 
+from headstart.selection import full
+from headstart.spec import SubnetSpec, TeacherDims
+
 VOCAB = 512
 TEXT = (
     "Shall I compare thee to a summer's day? Thou art more lovely and more temperate: "
@@ -85,3 +88,17 @@ def temp_name_of(final: Path, pid: int, kind: str = "tmp") -> Path:
 
     made = io.temp_path(final, kind)
     return made.with_name(made.name.replace(f"-{os.getpid()}-", f"-{pid}-", 1))
+
+
+def layerwise_spec(dims: TeacherDims) -> SubnetSpec:
+    """A layer-wise spec of a tiny teacher: its layers 0, 1, 3 (2 dropped), the full hidden width, and
+    three different layer shapes."""
+    whole = full(dims)
+    g, hpg, m = dims.num_kv_heads, dims.heads_per_group, dims.intermediate_size
+    layer1_heads = tuple(range(hpg))[1:] or (0,)
+    return SubnetSpec(
+        layers=(0, 1, 3), hidden=whole.hidden,
+        kv_groups=(tuple(range(g)), (g - 1,), tuple(range(g))),
+        heads=(((0,),) * g, (layer1_heads,), (tuple(range(hpg)),) * g),
+        mlp=(tuple(range(m // 2)), tuple(range(0, m, 5)), tuple(range(m))),
+    )

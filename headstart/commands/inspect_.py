@@ -12,7 +12,7 @@ def describe_teacher(teacher: Any, seq_len: int = 2048) -> dict[str, Any]:
     """Facts about a teacher, as printed by ``headstart inspect``."""
     d, counts = teacher.dims, teacher.adapter.counts(seq_len=seq_len)
     tok = teacher.tokenizer
-    return {
+    info = {
         "source": teacher.source,
         "model_type": teacher.model.config.model_type,
         "class": type(teacher.model).__name__,
@@ -40,6 +40,11 @@ def describe_teacher(teacher: Any, seq_len: int = 2048) -> dict[str, Any]:
             "constraint": teacher.adapter.constraint(),
         },
     }
+    if d.layer_sizes is not None:  # a layer-wise student: its layers, and no spec of it can be cut
+        info["dims"]["per layer (kv x heads/mlp)"] = " ".join(
+            f"{s.num_key_value_heads}x{s.heads_per_group}/{s.intermediate_size}" for s in d.layer_sizes)
+        info["spec_ranges"] = {"constraint": "a layer-wise student; cut sub-networks from its teacher"}
+    return info
 
 
 def run(cfg: InspectConfig) -> dict[str, Any]:

@@ -31,6 +31,7 @@ def run(cfg: SearchConfig, teacher: Any = None, progress: Any = None) -> Path:
 def check(cfg: SearchConfig) -> None:
     """Output path, device, data, window length and space, before the teacher loads."""
     from headstart import preflight
+    from headstart.errors import ConfigError
     from headstart.models import get_adapter
     from headstart.search.space import load_space
     from headstart.teacher import model_config
@@ -40,7 +41,10 @@ def check(cfg: SearchConfig) -> None:
     preflight.data_dir(cfg.data)
     config = model_config(cfg.teacher)
     preflight.seq_len(config, cfg.seq_len, "the teacher")
-    load_space(cfg.space, get_adapter(config).dims, cfg.granularity)
+    space = load_space(cfg.space, get_adapter(config).dims, cfg.granularity, cfg.layout)
+    if space.layout == "layer-wise" and not get_adapter(config).layerwise:
+        raise ConfigError(f"--layout layer-wise: {config.model_type} students keep the same sizes in every layer; "
+                          "use --layout uniform, or a Llama-family teacher")
 
 
 def summary(out: Path, cfg: SearchConfig) -> str:
@@ -54,10 +58,11 @@ def summary(out: Path, cfg: SearchConfig) -> str:
             if s is None:
                 rows.append((b["bin"]["label"], run["run"], str(b["evaluations"]), *["-"] * 7))
                 continue
+            most = "<=" if "layer_sizes" in s else ""  # layer-wise: the largest layer's sizes
             rows.append((b["bin"]["label"], run["run"], str(b["evaluations"]), f"{b['best_loss']:.3f}",
                          f"{b['best_params'] / 1e6:.1f}M", str(s["num_hidden_layers"]), str(s["hidden_size"]),
-                         f"{s['num_key_value_heads']}x{s['num_attention_heads'] // s['num_key_value_heads']}",
-                         str(s["intermediate_size"]), str(b["best_depth"])))
+                         f"{most}{s['num_key_value_heads']}x{s['num_attention_heads'] // s['num_key_value_heads']}",
+                         f"{most}{s['intermediate_size']}", str(b["best_depth"])))
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

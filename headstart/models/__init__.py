@@ -8,14 +8,16 @@ from transformers import PretrainedConfig
 from headstart.errors import TeacherError
 from headstart.models.base import Counts, Layout, ModelAdapter
 from headstart.models.gpt_neox import GPTNeoXAdapter
+from headstart.models.layerwise import LayerwiseAdapter, register
 from headstart.models.llama import LlamaAdapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlamaAdapter, GPTNeoXAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (LlamaAdapter, GPTNeoXAdapter, LayerwiseAdapter)
+register()
 
 
 def supported_model_types() -> list[str]:
     """Every Hugging Face ``model_type`` headstart can cut sub-networks from."""
-    return sorted(t for a in ADAPTERS for t in a.model_types)
+    return sorted(t for a in ADAPTERS for t in a.model_types if a is not LayerwiseAdapter)
 
 
 def get_adapter(config: PretrainedConfig) -> ModelAdapter:

@@ -18,7 +18,8 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from headstart.errors import SpecError
-from headstart.spec import Shape, SubnetSpec, TeacherDims
+from headstart.models.modeling_layerwise import HeadstartLayerwiseConfig
+from headstart.spec import LayerSizes, Shape, SubnetSpec, TeacherDims
 
 Tensor = torch.Tensor
 
@@ -57,6 +58,8 @@ class ModelAdapter(ABC):
 
     #: Hugging Face ``model_type`` values this adapter handles.
     model_types: tuple[str, ...] = ()
+    #: Whether layer-wise specs export (as :mod:`headstart.models.modeling_layerwise` checkpoints).
+    layerwise: bool = False
 
     def __init__(self, config: PretrainedConfig) -> None:
         self.config = config
@@ -145,6 +148,11 @@ class ModelAdapter(ABC):
     def student_config(self, spec: SubnetSpec) -> PretrainedConfig:
         """A config of the teacher's family describing the student (validated by transformers)."""
         spec.validate(self.dims)
+        if not (spec.uniform or self.layerwise):
+            raise SpecError(
+                f"{type(self.config).__name__} students keep the same sizes in every layer, but this spec is "
+                f"layer-wise ({spec.describe()}); use layout: uniform, or a Llama-family teacher"
+            )
         self.check(spec)
         data = self.config.to_dict()
         for key in _DROP_CONFIG_KEYS:
@@ -157,7 +165,11 @@ class ModelAdapter(ABC):
         data.update(self._student_overrides(spec))
         model_type = data.pop("model_type")
         try:
-            return AutoConfig.for_model(model_type, **data)
+            if spec.uniform:
+                return AutoConfig.for_model(model_type, **data)
+            config = HeadstartLayerwiseConfig(family_model_type=model_type, **data)
+            config.family_config()  # the family's own checks of everything but the per-layer sizes
+            return config
         except (ValueError, TypeError, StrictDataclassClassValidationError) as exc:  # the config class rejects it
             msg = str(exc.__cause__ or exc).strip().splitlines()[0]
             raise SpecError(f"{type(self.config).__name__} rejects {spec.describe()}: {msg}") from None
@@ -169,23 +181,30 @@ class ModelAdapter(ABC):
         attention scores and weighted values, ``4 * seq_len * heads * head_dim`` per layer (no
         causal discount), as in Kaplan et al.; norms, activations and softmax are ignored.
         """
-        d, lo = self.dims, self.layout
+        d = self.dims
         s = d.shape if shape is None else shape
-        n_layers, h, kv, nq, m = (s.num_hidden_layers, s.hidden_size, s.num_key_value_heads, s.num_attention_heads,
-                                  s.intermediate_size)
-        hd, v = d.head_dim, d.vocab_size
-        q_out, kv_out = nq * hd, kv * hd
+        h, v = s.hidden_size, d.vocab_size
+        per_layer = [self._layer_counts(h, layer, seq_len) for layer in (s.layers()[:1] if s.uniform else s.layers())]
+        reps = s.num_hidden_layers if s.uniform else 1
+        params, flops = reps * sum(p for p, _ in per_layer), reps * sum(f for _, f in per_layer)
+        norm = h * (2 if self.layout.norm_bias else 1)
+        embedding = v * h * (1 if self.tied else 2)
+        params += embedding + norm
+        flops += 2 * v * h
+        return Counts(params=params, embedding_params=embedding, flops_per_token=flops)
+
+    def _layer_counts(self, h: int, layer: LayerSizes, seq_len: int) -> tuple[int, int]:
+        """Parameters and forward FLOPs per token of one decoder layer of residual width ``h``."""
+        lo, hd = self.layout, self.dims.head_dim
+        q_out, kv_out, m = layer.num_attention_heads * hd, layer.num_key_value_heads * hd, layer.intermediate_size
         attn_mat = h * q_out + 2 * h * kv_out + q_out * h
         attn_vec = (q_out + 2 * kv_out if lo.qkv_bias else 0) + (h if lo.o_bias else 0)
         attn_vec += 2 * hd if lo.qk_norm else 0
         mlp_mat = (3 if lo.gated_mlp else 2) * h * m
         mlp_vec = ((2 * m if lo.gated_mlp else m) + h) if lo.mlp_bias else 0
         norm = h * (2 if lo.norm_bias else 1)
-        per_layer = attn_mat + attn_vec + mlp_mat + mlp_vec + 2 * norm
-        embedding = v * h * (1 if self.tied else 2)
-        params = embedding + n_layers * per_layer + norm
-        flops = 2 * (n_layers * (attn_mat + mlp_mat) + v * h) + n_layers * 4 * seq_len * q_out
-        return Counts(params=params, embedding_params=embedding, flops_per_token=flops)
+        params = attn_mat + attn_vec + mlp_mat + mlp_vec + 2 * norm
+        return params, 2 * (attn_mat + mlp_mat) + 4 * seq_len * q_out
 
 
 def index(t: Tensor, dim: int, idx: list[int] | tuple[int, ...]) -> Tensor:

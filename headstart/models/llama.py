@@ -16,6 +16,7 @@ class LlamaAdapter(ModelAdapter):
     """Adapter for ``LlamaForCausalLM`` and its close relatives."""
 
     model_types = ("llama", "mistral", "qwen2", "qwen3")
+    layerwise = True
 
     def _dims(self, config: PretrainedConfig) -> TeacherDims:
         heads = config.num_attention_heads
@@ -30,14 +31,15 @@ class LlamaAdapter(ModelAdapter):
         )
 
     def _layout(self, config: PretrainedConfig) -> Layout:
-        qwen2 = config.model_type == "qwen2"
+        family = getattr(config, "family_model_type", config.model_type)  # a layer-wise student names its family
+        qwen2 = family == "qwen2"
         return Layout(
             qkv_bias=qwen2 or bool(getattr(config, "attention_bias", False)),
             o_bias=(not qwen2) and bool(getattr(config, "attention_bias", False)),
             gated_mlp=True,
             mlp_bias=bool(getattr(config, "mlp_bias", False)),
             norm_bias=False,
-            qk_norm=config.model_type == "qwen3",
+            qk_norm=family == "qwen3",
         )
 
     def constraint(self) -> str:
@@ -46,10 +48,7 @@ class LlamaAdapter(ModelAdapter):
         return super().constraint()
 
     def _student_overrides(self, spec: SubnetSpec) -> dict:
-        return {
-            **spec.sizes(),
-            "head_dim": self.dims.head_dim,
-        }
+        return {**spec.sizes(), "head_dim": self.dims.head_dim}
 
     def slice_state_dict(self, state: dict[str, Tensor], spec: SubnetSpec) -> dict[str, Tensor]:
         h, d = list(spec.hidden), self.dims

@@ -7,11 +7,15 @@ sizes, so the genomes they return are legal specs of the teacher inside the bin.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 
+from headstart.search import layerwise
 from headstart.search.bins import BinTable
 from headstart.search.space import SIZE_GENES, Genome, Picks, SearchSpace, swap_one
+
+_TEMPLATE_GENES = ("kv_groups", "heads_per_group", "mlp")  # layer-wise: replaced by per-layer sizes
 
 
 def _with_sizes(genome: Genome, sizes: tuple[int, ...]) -> Genome:
@@ -19,12 +23,17 @@ def _with_sizes(genome: Genome, sizes: tuple[int, ...]) -> Genome:
 
 
 def repair(space: SearchSpace, table: BinTable, genome: Genome, rng: random.Random,
-           fixed: tuple[str, ...] = ()) -> Genome:
+           fixed: tuple[str, ...] = (), keep: int | None = None) -> Genome:
     """``genome`` moved to the nearest legal size point of the bin (genes in ``fixed`` kept where
-    the bin allows), with depth arguments and picks fitted to its sizes."""
+    the bin allows), with depth arguments and picks fitted to its sizes; layer-wise, the per-layer
+    sizes are then balanced into the bin (teacher layer ``keep`` moving last)."""
     if not table.contains(genome.sizes()):
         genome = _with_sizes(genome, table.nearest(genome.sizes(), rng, fixed))
-    return space.fit(genome)
+    genome = space.fit(genome)
+    if space.layerwise:
+        genome = layerwise.balance(space, table, genome, rng, keep)
+        genome = space.fit(genome) if space.fine else genome
+    return genome
 
 
 def sample(space: SearchSpace, table: BinTable, rng: random.Random) -> Genome:
@@ -39,18 +48,26 @@ def sample(space: SearchSpace, table: BinTable, rng: random.Random) -> Genome:
         for _ in range(rng.randint(1, 2)):
             free = swap_one(free, space.orders.layers, rng)
         genome = replace(genome, free_layers=free)
+    if space.layerwise:  # random per-layer sizes around the template, back into the bin
+        genome = repair(space, table, layerwise.perturb(space, genome, rng), rng)
     return genome
 
 
 def seed_genomes(space: SearchSpace, table: BinTable, rng: random.Random) -> list[Genome]:
     """The first proposals of an evolution run, spanning the bin on purpose (see
     :meth:`~headstart.search.bins.BinTable.archetypes`): width-only, depth-only and balanced, each
-    keeping the order's top layers; the rest of the population is drawn at random."""
-    return [space.fit(Genome(*sizes, depth="top")) for sizes in table.archetypes(rng)]
+    keeping the order's top layers; the rest of the population is drawn at random. Layer-wise, each
+    also comes tilted by layer influence (more heads and neurons in high-influence layers)."""
+    seeds = [space.fit(Genome(*sizes, depth="top")) for sizes in table.archetypes(rng)]
+    if space.layerwise:  # the tilted point first: per-layer sizes are what this layout is for
+        seeds = [x for g in seeds for x in (repair(space, table, layerwise.tilt(space, g, 0.5), rng), g)]
+    return list({json.dumps(g.to_dict(), sort_keys=True): g for g in seeds}.values())
 
 
 def _genes(space: SearchSpace, genome: Genome) -> list[str]:
-    genes = [g for g in SIZE_GENES if len(space.values[g]) > 1]
+    genes = [g for g in SIZE_GENES if len(space.values[g]) > 1 and not (space.layerwise and g in _TEMPLATE_GENES)]
+    if space.layerwise:
+        genes.append("layer_sizes")
     if len(space.config.depth_modes) > 1 or genome.depth != "top":
         genes.append("depth")
     if space.fine:
@@ -114,16 +131,18 @@ def mutate(space: SearchSpace, table: BinTable, genome: Genome, rng: random.Rand
     depth choice, or one index swap (fine granularity); then repair into the bin."""
     genes = _genes(space, genome)
     chosen = [g for g in genes if rng.random() < 1.0 / len(genes)] or [rng.choice(genes)]
-    child, moved = genome, []
+    child, moved, layer = genome, [], None
     for gene in chosen:
         if gene in SIZE_GENES:
             child = replace(child, **{gene: _step(space.values[gene], getattr(child, gene), rng)})
             moved.append(gene)
         elif gene == "depth":
             child = _mutate_depth(space, child, rng)
+        elif gene == "layer_sizes":
+            child, layer = layerwise.mutate_layer(space, space.fit(child), rng)
         else:
             child = _mutate_picks(space, child, rng)
-    return repair(space, table, child, rng, fixed=tuple(moved))
+    return repair(space, table, child, rng, fixed=tuple(moved), keep=layer)
 
 
 def crossover(space: SearchSpace, table: BinTable, a: Genome, b: Genome, rng: random.Random) -> Genome:
@@ -143,6 +162,7 @@ def crossover(space: SearchSpace, table: BinTable, a: Genome, b: Genome, rng: ra
             heads=tuple(pick(x, y) for x, y in zip(pa.heads, pb.heads)),
             mlp=tuple(pick(x, y) for x, y in zip(pa.mlp, pb.mlp)),
         )
+    layer_sizes = tuple(pick(x, y) for x, y in zip(a.layer_sizes, b.layer_sizes))  # per teacher layer
     child = Genome(**sizes, depth=depth_from.depth, block_start=depth_from.block_start,
-                   free_layers=depth_from.free_layers, picks=picks)
+                   free_layers=depth_from.free_layers, picks=picks, layer_sizes=layer_sizes)
     return repair(space, table, child, rng)

@@ -112,7 +112,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
         teacher = load_teacher(job.teacher, device=str(_device(job.device)))
     windows, calib = load_windows(job, teacher)
     orders = _orders(teacher, calib, calibration)
-    config = load_space(job.space, teacher.dims, job.granularity)
+    config = load_space(job.space, teacher.dims, job.granularity, job.layout)
     main_space = SearchSpace(config, teacher.adapter, orders[job.order])
     grid = SizeGrid(main_space)
     budgets = parse_params(job.params) if job.params is not None else None

@@ -65,11 +65,11 @@ def table(outcome: SearchOutcome) -> str:
             if best is None:
                 rows.append((t.bin.label, run.name, "0", "-", "-", "-", "-", "-", "-", "-"))
                 continue
-            s = best.spec
+            s, most = best.spec.shape, "" if best.spec.uniform else "<="  # layer-wise: the largest layer's
             rows.append((
                 t.bin.label, run.name, str(len(state.candidates)), f"{best.loss:.3f}", format_params(best.params),
-                str(s.num_layers), str(s.hidden_size), f"{s.num_kv_heads}x{s.heads_per_group}",
-                str(s.intermediate_size), best.genome.depth,
+                str(s.num_hidden_layers), str(s.hidden_size), f"{most}{s.num_key_value_heads}x{s.heads_per_group}",
+                f"{most}{s.intermediate_size}", best.genome.depth,
             ))
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]

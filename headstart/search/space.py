@@ -12,7 +12,10 @@ operators produce uses one of them; ``adapter.validate`` checks each spec again 
 Depth modes: ``top`` keeps the first ``n`` layers of the order (block influence, or the prefix in
 first-k order), ``block`` removes one contiguous block of ``L - n`` layers, ``free`` keeps any
 subset. Granularity ``coarse`` takes every index from the order; ``fine`` also carries explicit
-index choices per teacher layer (:class:`Picks`), which mutation changes by swaps.
+index choices per teacher layer (:class:`Picks`), which mutation changes by swaps. Layout
+``uniform`` gives every layer the genome's sizes; ``layer-wise`` also carries, per teacher layer,
+its own (kv groups, heads per group, MLP size), snapped to the space's values (see
+:mod:`headstart.search.layerwise`); the uniform sizes are then the template those start from.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from headstart.config import check_keys, read_yaml
 from headstart.errors import ConfigError, SpecError
 from headstart.models import ModelAdapter
 from headstart.selection import Orders, from_sizes, pick
-from headstart.spec import Shape, SubnetSpec, TeacherDims
+from headstart.spec import LayerSizes, Shape, SubnetSpec, TeacherDims
 
 DEPTH_MODES: tuple[str, ...] = ("top", "block", "free")
 GRANULARITIES: tuple[str, ...] = ("coarse", "fine")
+LAYOUTS: tuple[str, ...] = ("uniform", "layer-wise")
 SIZE_GENES: tuple[str, ...] = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
 
 
@@ -59,11 +63,15 @@ class SpaceConfig:
     mlp: IntRange
     depth_modes: tuple[str, ...] = DEPTH_MODES
     granularity: str = "coarse"
+    layout: str = "uniform"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data, as written to ``space.yaml``."""
+        """Plain data, as written to ``space.yaml`` (``layout`` only when layer-wise, so that uniform
+        spaces keep their fingerprints)."""
         out = asdict(self)
         out["depth_modes"] = list(self.depth_modes)
+        if self.layout == "uniform":
+            out.pop("layout")
         return out
 
     def fingerprint(self) -> str:
@@ -79,7 +87,7 @@ def _default_step(size: int, preferred: int = 64) -> int:
     return step
 
 
-def default_space(dims: TeacherDims, granularity: str = "coarse") -> SpaceConfig:
+def default_space(dims: TeacherDims, granularity: str = "coarse", layout: str = "uniform") -> SpaceConfig:
     """The full space of a teacher: every size from one step up to the teacher's, widths snapped
     to multiples of 64 where the teacher allows (smaller powers of two for tiny teachers)."""
     hs, ms = _default_step(dims.hidden_size), _default_step(dims.intermediate_size)
@@ -90,6 +98,7 @@ def default_space(dims: TeacherDims, granularity: str = "coarse") -> SpaceConfig
         heads_per_group=IntRange(1, dims.heads_per_group),
         mlp=IntRange(ms, dims.intermediate_size, ms),
         granularity=granularity,
+        layout=layout,
     )
 
 
@@ -102,17 +111,19 @@ _LIMITS = {
 }
 
 
-def load_space(path: str | Path | None, dims: TeacherDims, granularity: str | None = None) -> SpaceConfig:
+def load_space(path: str | Path | None, dims: TeacherDims, granularity: str | None = None,
+               layout: str | None = None) -> SpaceConfig:
     """Read a space YAML over the teacher's defaults and check it against the teacher.
 
     Keys: ``layers``, ``hidden``, ``kv_groups``, ``heads_per_group``, ``mlp`` (each a mapping with
-    ``min``/``max``/``step``, any of them optional), ``depth_modes`` and ``granularity``.
-    ``granularity`` (if given) overrides the file's.
+    ``min``/``max``/``step``, any of them optional), ``depth_modes``, ``granularity`` and ``layout``.
+    ``granularity`` and ``layout`` (if given) override the file's.
     """
     base = default_space(dims)
     data: dict[str, Any] = {}
     if path is not None:
-        data = check_keys(read_yaml(path, "search space"), [*SIZE_GENES, "depth_modes", "granularity"], str(path))
+        data = check_keys(read_yaml(path, "search space"), [*SIZE_GENES, "depth_modes", "granularity", "layout"],
+                          str(path))
     values: dict[str, Any] = {}
     for name in SIZE_GENES:
         given = data.get(name, {}) or {}
@@ -135,7 +146,10 @@ def load_space(path: str | Path | None, dims: TeacherDims, granularity: str | No
     gran = granularity or data.get("granularity", base.granularity)
     if gran not in GRANULARITIES:
         raise ConfigError(f"granularity {gran!r} invalid; use one of {', '.join(GRANULARITIES)}")
-    return SpaceConfig(**values, depth_modes=modes, granularity=gran)
+    lay = layout or data.get("layout", base.layout)
+    if lay not in LAYOUTS:
+        raise ConfigError(f"layout {lay!r} invalid; use one of {', '.join(LAYOUTS)}")
+    return SpaceConfig(**values, depth_modes=modes, granularity=gran, layout=lay)
 
 
 def _check_range(name: str, rng: IntRange, limit: int) -> None:
@@ -171,6 +185,8 @@ class Genome:
     block_start: int = 0  # depth "block": teacher layers [block_start, block_start + L - layers) removed
     free_layers: tuple[int, ...] = ()  # depth "free": the kept teacher layers, sorted
     picks: Picks | None = None
+    layer_sizes: tuple[tuple[int, int, int], ...] = ()  # layer-wise: (kv_groups, heads_per_group, mlp) per
+    # teacher layer
 
     def sizes(self) -> tuple[int, int, int, int, int]:
         """``(layers, hidden, kv_groups, heads_per_group, mlp)``."""
@@ -181,6 +197,8 @@ class Genome:
         out = asdict(self)
         if self.picks is None:
             out.pop("picks")
+        if not self.layer_sizes:
+            out.pop("layer_sizes")
         return out
 
     @classmethod
@@ -188,6 +206,7 @@ class Genome:
         """Inverse of :meth:`to_dict`."""
         d = dict(data)
         d["free_layers"] = tuple(d.get("free_layers", ()))
+        d["layer_sizes"] = tuple(tuple(int(x) for x in s) for s in d.get("layer_sizes", ()))
         p = d.pop("picks", None)
         if p is not None:
             d["picks"] = Picks(
@@ -229,12 +248,35 @@ class SearchSpace:
     """A :class:`SpaceConfig` bound to a teacher's adapter and an index order."""
 
     def __init__(self, config: SpaceConfig, adapter: ModelAdapter, orders: Orders) -> None:
+        if config.layout == "layer-wise" and not adapter.layerwise:
+            raise ConfigError(f"layout layer-wise: {type(adapter.config).__name__} students keep the same sizes in "
+                              "every layer; use layout: uniform, or a Llama-family teacher")
         self.config = config
         self.adapter = adapter
         self.dims = adapter.dims
         self.orders = orders
         self.values = {name: getattr(config, name).values() for name in SIZE_GENES}
         self.attention = self._legal_attention()
+        self.heads_of: dict[int, list[tuple[int, int]]] = {}  # hidden -> legal (kv_groups, heads_per_group)
+        for h, g, hp in self.attention:
+            self.heads_of.setdefault(h, []).append((g, hp))
+
+    @property
+    def layerwise(self) -> bool:
+        """Whether genomes carry per-layer sizes."""
+        return self.config.layout == "layer-wise"
+
+    def snap_layer(self, hidden: int, sizes: tuple[int, int, int]) -> tuple[int, int, int]:
+        """``(kv_groups, heads_per_group, mlp)`` moved to the nearest legal values of the space for ``hidden``."""
+        kv, hp, m = sizes
+        g, hp = min(self.heads_of[hidden], key=lambda o: (abs(o[0] - kv) + abs(o[1] - hp), o))
+        return g, hp, min(self.values["mlp"], key=lambda v: (abs(v - m), v))
+
+    def layer_sizes(self, genome: Genome) -> list[tuple[int, int, int]]:
+        """``(kv_groups, heads_per_group, mlp)`` of every kept layer, in the student's order."""
+        if not genome.layer_sizes:
+            return [(genome.kv_groups, genome.heads_per_group, genome.mlp)] * genome.layers
+        return [genome.layer_sizes[t] for t in self.layer_ids(genome)]
 
     @property
     def fine(self) -> bool:
@@ -263,8 +305,10 @@ class SearchSpace:
         return tuple(legal)
 
     def shape(self, genome: Genome) -> Shape:
-        """The genome's sizes as a :class:`Shape`."""
-        return Shape.of(*genome.sizes())
+        """The genome's sizes as a :class:`Shape` (layer-wise when its layers differ)."""
+        if not genome.layer_sizes:
+            return Shape.of(*genome.sizes())
+        return Shape.of_layers(genome.hidden, [LayerSizes(g, g * hp, m) for g, hp, m in self.layer_sizes(genome)])
 
     def layer_ids(self, genome: Genome) -> tuple[int, ...]:
         """The kept teacher layers, in teacher order."""
@@ -292,20 +336,26 @@ class SearchSpace:
         n = genome.layers
         start = min(max(genome.block_start, 0), n) if genome.depth == "block" and n < self.dims.num_layers else 0
         free = resize(genome.free_layers, self.orders.layers, n) if genome.depth == "free" else ()
-        picks = self._fit_picks(genome) if self.fine else None
-        return replace(genome, block_start=start, free_layers=free, picks=picks)
+        sizes = ()
+        if self.layerwise:
+            template = (genome.kv_groups, genome.heads_per_group, genome.mlp)
+            given = genome.layer_sizes or (template,) * self.dims.num_layers
+            sizes = tuple(self.snap_layer(genome.hidden, s) for s in given)
+        genome = replace(genome, block_start=start, free_layers=free, layer_sizes=sizes)
+        return replace(genome, picks=self._fit_picks(genome) if self.fine else None)
 
     def _fit_picks(self, genome: Genome) -> Picks:
         o, p = self.orders, genome.picks
         n_layers, n_groups = self.dims.num_layers, self.dims.num_kv_heads
         if p is None:
             p = Picks(hidden=(), kv=((),) * n_layers, heads=(((),) * n_groups,) * n_layers, mlp=((),) * n_layers)
+        sizes = genome.layer_sizes or ((genome.kv_groups, genome.heads_per_group, genome.mlp),) * n_layers
         return Picks(
             hidden=resize(p.hidden, o.hidden, genome.hidden),
-            kv=tuple(resize(p.kv[t], o.kv[t], genome.kv_groups) for t in range(n_layers)),
+            kv=tuple(resize(p.kv[t], o.kv[t], sizes[t][0]) for t in range(n_layers)),
             heads=tuple(
-                tuple(resize(p.heads[t][grp], o.heads[t][grp], genome.heads_per_group) for grp in range(n_groups))
+                tuple(resize(p.heads[t][grp], o.heads[t][grp], sizes[t][1]) for grp in range(n_groups))
                 for t in range(n_layers)
             ),
-            mlp=tuple(resize(p.mlp[t], o.mlp[t], genome.mlp) for t in range(n_layers)),
+            mlp=tuple(resize(p.mlp[t], o.mlp[t], sizes[t][2]) for t in range(n_layers)),
         )

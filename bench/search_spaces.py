@@ -1,0 +1,126 @@
+"""The paper's four search spaces side by side on the real teacher: coarse / fine x uniform / layer-wise.
+
+SmolLM2-135M (builtin, offline) on Shakespeare (builtin corpus), the bin 45-55 % of the teacher's
+parameters. Every space gets the same search (evolution in importance order, untrained ranking, no
+rungs, so that only the space differs), the same evaluations and the same seeds. Each space's winner
+is scored untrained on fixed ``val`` windows the search never saw (``heldout_loss``), then trained
+with the same fixed budget (KD from the teacher) and scored again (``trained_loss``), exactly as in
+``bench/search_quality.py``, whose helpers it uses.
+
+Resumable space by space: every (space, seed) result is a JSON file under
+``bench/results/search_spaces/``; a rerun skips what is finished. Writes ``docs/search_spaces.json``.
+
+    python bench/search_spaces.py [--seeds 0] [--evaluations 24] [--train-tokens 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import search_quality as sq  # noqa: E402 (the sibling benchmark's job, scoring and caching)
+
+SPACES = (("coarse", "uniform"), ("fine", "uniform"), ("coarse", "layer-wise"), ("fine", "layer-wise"))
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--evaluations", type=int, default=24, help="untrained evaluations per space and seed")
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--windows", type=int, default=8, help="search-split windows per evaluation")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--heldout-windows", type=int, default=16, help="val windows the winners are scored on")
+    p.add_argument("--train-tokens", type=int, default=20_000, help="training budget of every winner")
+    p.add_argument("--out", default=str(sq.ROOT / "docs" / "search_spaces.json"))
+    p.add_argument("--results", default=str(sq.ROOT / "bench" / "results" / "search_spaces"))
+    p.add_argument("--model", default="builtin:smollm2-135m", help=argparse.SUPPRESS)
+    p.add_argument("--corpus", default="builtin:shakespeare", help=argparse.SUPPRESS)
+    p.add_argument("--fraction", type=float, default=0.5, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.rung_tokens, args.generation_size = 4096, 1  # no rungs; steady-state evolution, as search_quality
+    return args
+
+
+def main() -> None:
+    args = _args()
+    sq._reexec_with_malloc_settings()
+    import logging
+
+    from headstart.assets import cache_dir
+    from headstart.data import fixed_windows, prepare
+    from headstart.teacher import load_teacher
+
+    logging.basicConfig(level=logging.WARNING)
+    teacher = load_teacher(args.model)
+    data = prepare([args.corpus], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
+                   tokenizer_source=args.model, workers=1)
+    heldout = fixed_windows(data, "val", args.seq_len, args.heldout_windows, seed=0)
+    budget = int(teacher.adapter.counts().params * args.fraction)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    per: dict[str, list[dict]] = {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for granularity, layout in SPACES:
+            name = f"{granularity}/{layout}"
+            per.setdefault(name, []).append(sq._cached(
+                results / f"{granularity}-{layout}-seed{seed}.json",
+                lambda g=granularity, lay=layout, s=seed: _space(args, teacher, data, heldout, budget, g, lay, s)))
+    result = _result(args, per, heldout)
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    print(json.dumps(result["table"], indent=1))
+
+
+def _space(args, teacher, data, heldout, budget: int, granularity: str, layout: str, seed: int) -> dict:
+    from headstart.search.pipeline import run_job
+    from headstart.search.report import summary
+    from headstart.spec import SubnetSpec
+
+    out = Path(args.results) / f"{granularity}-{layout}-seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)
+    job = sq._job(args, data, budget, out, seed=seed, granularity=granularity, layout=layout, rungs=0)
+    start = time.perf_counter()
+    outcome = run_job(job, teacher=teacher)
+    seconds = time.perf_counter() - start
+    run = summary(outcome)["runs"][0]
+    best = out / f"best-{outcome.tables[0].bin.label}.yaml"
+    heldout_loss, trained_loss = sq._score(args, teacher, data, heldout, best, out / "trained", seed)
+    spec = SubnetSpec.load(best)
+    return {"space": f"{granularity}/{layout}", "seed": seed, "bin": outcome.tables[0].bin.to_dict(),
+            "evaluations": run["bins"][0]["evaluations"], "search_loss": run["bins"][0]["best_loss"],
+            "params": run["bins"][0]["best_params"], "winner": spec.describe(), "layer_wise": not spec.uniform,
+            "search_seconds": round(seconds, 1), "heldout_loss": heldout_loss, "trained_loss": trained_loss}
+
+
+def _result(args, per: dict[str, list[dict]], heldout) -> dict:
+    table = {
+        name: {"heldout_loss_median": statistics.median(r["heldout_loss"] for r in runs),
+               "trained_loss_median": statistics.median(r["trained_loss"] for r in runs),
+               "heldout_ppl_median": round(math.exp(statistics.median(r["heldout_loss"] for r in runs)), 1),
+               "winners": [r["winner"] for r in runs]}
+        for name, runs in per.items()
+    }
+    return {
+        "teacher": args.model, "bin": next(iter(per.values()))[0]["bin"], "evaluations": args.evaluations,
+        "seeds": [r["seed"] for r in next(iter(per.values()))], "windows": args.windows, "seq_len": args.seq_len,
+        "heldout_tokens": int(heldout[:, 1:].numel()), "train_tokens": args.train_tokens, "table": table,
+        "best_untrained": min(table, key=lambda k: table[k]["heldout_loss_median"]),
+        "best_trained": min(table, key=lambda k: table[k]["trained_loss_median"]),
+        "runs": per, "torch_threads": __import__("torch").get_num_threads(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+if __name__ == "__main__":
+    main()
