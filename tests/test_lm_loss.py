@@ -47,3 +47,17 @@ def test_adapter_applies_the_family_logit_transform_and_fused_losses_refuse_it()
     assert torch.allclose(capped.logits(model, hidden), 2.0 * torch.tanh(plain / 2.0))
     with pytest.raises(SpecError, match="soft-capping"):
         capped.check_linear_logits("training")
+
+
+def test_training_validation_fitness_and_eval_agree_to_the_last_bit():
+    from headstart.evaluate import perplexity
+    from headstart.train.kd_loss import KDConfig
+    from headstart.train.step import DistillModule, evaluate
+
+    model = tiny_model("qwen3").eval()
+    windows = torch.randint(0, model.config.vocab_size, (5, 17), generator=torch.Generator().manual_seed(1))
+    s, n = sum_cross_entropy(model, windows, batch_size=2)
+    no_autocast = torch.autocast("cpu", enabled=False)
+    val = evaluate(DistillModule(model, KDConfig("forward"), model.config.vocab_size), windows, 2, no_autocast)
+    assert val["val_loss"] == float(torch.tensor(s / n, dtype=torch.float32))
+    assert perplexity(model, windows, 2, dtype="float32")["loss"] == pytest.approx(s / n, rel=1e-12)

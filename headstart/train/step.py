@@ -3,8 +3,9 @@
 :class:`DistillModule` keeps the loss inside ``forward`` (so DDP and FSDP2 see the output head's
 use); :func:`teacher_signal` runs the teacher under ``no_grad`` (or reads its cached top-k);
 :func:`train_step` is the whole optimisation step (backward per micro-batch, the finite check,
-clipping, the optimizer); :func:`evaluate` scores fixed windows. Hidden states and the output head
-come from the family's adapter, so a family whose logits are not a plain linear head is refused.
+clipping, the optimizer); :func:`evaluate` scores fixed windows through :mod:`headstart.lm_loss`.
+Hidden states and the output head come from the family's adapter, so a family whose logits are not
+a plain linear head is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from headstart import parallel
 from headstart.errors import HeadstartError
+from headstart.lm_loss import DEFAULT_CHUNK, chunked_ce_sum
 from headstart.train.hidden_loss import HiddenMap, capture, hidden_loss_sum
 from headstart.train.kd_loss import KDConfig, TopK, chunked_kd_loss
 
@@ -32,7 +34,8 @@ class DistillModule(nn.Module):
     Keeping the loss inside ``forward`` lets DDP and FSDP2 see the output head's use (its weight
     is read through the chunked loss, never as a full logits tensor). ``hidden_layers`` are the
     student layers the hidden-state term (weight ``hidden_weight``) matches when the teacher's
-    states are passed.
+    states are passed. ``ce_only`` trains on cross-entropy alone; ``score`` only scores (validation,
+    through :func:`headstart.lm_loss.chunked_ce_sum`, so it agrees with fitness and ``eval``).
     """
 
     def __init__(self, student: nn.Module, kd: KDConfig, vocab: int, chunk: int | None = None,
@@ -47,13 +50,19 @@ class DistillModule(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, teacher_hidden: torch.Tensor | None = None,
                 teacher_head: torch.Tensor | None = None, topk: TopK | None = None, normalizer: float | None = None,
-                ce_only: bool = False, teacher_states: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
-        matched = teacher_states is not None and not ce_only
+                ce_only: bool = False, teacher_states: list[torch.Tensor] | None = None,
+                score: bool = False) -> tuple[torch.Tensor, ...]:
+        matched = teacher_states is not None and not (ce_only or score)
         with capture(_blocks(self.student), self.hidden_layers if matched else ()) as states:
             hidden = self.adapter.hidden_states(self.student, input_ids)
-        kd = KDConfig("none") if ce_only else self.kd
+        if score:  # validation (no gradient): the one cross-entropy evaluator, as fitness and eval use
+            ce_sum, n = chunked_ce_sum(lambda h: self.adapter.logits(self.student, h), hidden.flatten(0, 1),
+                                       labels.flatten(), self.chunk or DEFAULT_CHUNK)
+            zero = torch.zeros((), device=hidden.device)
+            return zero, ce_sum, zero, zero, torch.tensor(n)
         parts = chunked_kd_loss(
-            hidden.flatten(0, 1), self.adapter.output_head(self.student), labels.flatten(), kd,
+            hidden.flatten(0, 1), self.adapter.output_head(self.student), labels.flatten(),
+            KDConfig("none") if ce_only else self.kd,
             teacher_hidden=teacher_hidden, teacher_head=teacher_head, topk=topk, normalizer=normalizer,
             vocab=self.vocab, chunk=self.chunk,
         )
@@ -153,7 +162,7 @@ def evaluate(model: nn.Module, windows: torch.Tensor, batch_size: int, autocast:
     for s in range(0, mine.shape[0], batch_size):
         batch = mine[s:s + batch_size]
         with autocast:
-            _, ce_sum, _, _, n = module(batch[:, :-1], batch[:, 1:], ce_only=True)
+            _, ce_sum, _, _, n = module(batch[:, :-1], batch[:, 1:], score=True)
         sums += torch.stack([ce_sum.float().cpu(), n.float().cpu()])
     if split:
         parallel.all_reduce_sum(sums)
