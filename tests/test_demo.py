@@ -18,8 +18,9 @@ def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch
     monkeypatch.setenv("HEADSTART_NO_REEXEC", "1")
     out = tmp_path / "demo"
     # the demo's every stage, each as small as it goes (rungs: tests/test_search_cli.py), so the suite stays short
-    assert main(["demo", "--out", str(out), "--train.tokens", "2048", "--search.evaluations", "3",
-                 "--search.rungs", "0", "--eval.windows", "4", "--eval.max-new-tokens", "8"]) == 0
+    assert main(["demo", "--out", str(out), "--search.evaluations", "3", "--search.windows", "4",
+                 "--search.rungs", "0", "--train.tokens", "1024", "--train.batch-size", "4",
+                 "--train.eval-windows", "4", "--eval.windows", "4", "--eval.max-new-tokens", "8"]) == 0
     report = out / "report"
     printed = capsys.readouterr().out
     assert f"report: {report / 'report.md'}" in printed
