@@ -104,19 +104,24 @@ def _space(args, teacher, data, heldout, budget: int, granularity: str, layout: 
 
 
 def _result(args, per: dict[str, list[dict]], heldout) -> dict:
+    def stats(runs: list[dict], key: str) -> dict:
+        values = [r[key] for r in runs]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return {f"{key}_median": statistics.median(values), f"{key}_mean": round(statistics.fmean(values), 4),
+                f"{key}_sd": round(sd, 4), f"{key}_per_seed": values}
+
     table = {
-        name: {"heldout_loss_median": statistics.median(r["heldout_loss"] for r in runs),
-               "trained_loss_median": statistics.median(r["trained_loss"] for r in runs),
+        name: {**stats(runs, "heldout_loss"), **stats(runs, "trained_loss"),
                "heldout_ppl_median": round(math.exp(statistics.median(r["heldout_loss"] for r in runs)), 1),
-               "winners": [r["winner"] for r in runs]}
+               "params": [r["params"] for r in runs], "winners": [r["winner"] for r in runs]}
         for name, runs in per.items()
     }
     return {
         "teacher": args.model, "bin": next(iter(per.values()))[0]["bin"], "evaluations": args.evaluations,
         "seeds": [r["seed"] for r in next(iter(per.values()))], "windows": args.windows, "seq_len": args.seq_len,
         "heldout_tokens": int(heldout[:, 1:].numel()), "train_tokens": args.train_tokens, "table": table,
-        "best_untrained": min(table, key=lambda k: table[k]["heldout_loss_median"]),
-        "best_trained": min(table, key=lambda k: table[k]["trained_loss_median"]),
+        "best_untrained": min(table, key=lambda k: table[k]["heldout_loss_mean"]),
+        "best_trained": min(table, key=lambda k: table[k]["trained_loss_mean"]),
         "runs": per, "torch_threads": __import__("torch").get_num_threads(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
