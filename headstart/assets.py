@@ -15,6 +15,7 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from headstart.errors import HeadstartError
 from headstart.io import atomic_dir, atomic_file, remove_stale_temps, scratch_dir, sha256_file
@@ -113,19 +114,17 @@ def smollm2_dir() -> Path:
     tokenizer), converted from its GGUF once.
 
     Every read of the GGUF parses its metadata (a 49k-token vocabulary) again, seconds for each of
-    the config, the tokenizer and the weights; the converted directory loads in well under a second
-    and holds exactly the dequantized weights. Written atomically: complete or absent.
+    the config, the tokenizer and the weights; the converted directory loads in about a second and
+    holds exactly the dequantized weights (checked at conversion). Complete or absent.
     """
     out = cache_dir() / "assets" / f"{SMOLLM2_WHEEL.name}-{SMOLLM2_WHEEL.version}" / "hf"
     if (out / "config.json").is_file():
         return out
     import warnings
 
-    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
-    remove_stale_temps(out.parent)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -133,11 +132,28 @@ def smollm2_dir() -> Path:
     if getattr(model.config, "quantization_config", None) is not None:
         del model.config.quantization_config  # dequantized on load: the weights are plain fp32 now
     try:
-        with atomic_dir(out) as tmp:  # transformers will not save a model loaded from GGUF: weights by hand
-            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-            model.config.save_pretrained(tmp)
-            model.generation_config.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+        save_converted(model, tokenizer, out)
     except FileExistsError:  # another process converted it meanwhile; ours is discarded
         pass
+    return out
+
+
+def save_converted(model: Any, tokenizer: Any, out: Path) -> Path:
+    """Write ``model`` and ``tokenizer`` as a plain Hugging Face directory at ``out``, atomically,
+    after reloading it and checking that weights and vocabulary are exactly the in-memory ones."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    remove_stale_temps(out.parent)
+    with atomic_dir(out) as tmp:  # transformers will not save a model loaded from GGUF: weights by hand
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        model.config.save_pretrained(tmp)
+        model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        want, got = model.state_dict(), AutoModelForCausalLM.from_pretrained(tmp).state_dict()
+        same = want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+        if not same or AutoTokenizer.from_pretrained(tmp).get_vocab() != tokenizer.get_vocab():
+            raise HeadstartError(f"converting the teacher for {out} did not reproduce its weights or vocabulary; "
+                                 "nothing was written (please report this)")
     return out

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from tiny import save_tiny_teacher
+import torch
+from tiny import save_tiny_teacher, tiny_model, tiny_tokenizer
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from headstart.errors import CheckpointError, TeacherError
@@ -74,3 +75,27 @@ def test_resolve_source_kinds(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(TeacherError, match="not a .gguf"):
         resolve_source(tmp_path / "x.txt")
+
+
+def test_converted_teacher_is_exact_and_a_bad_conversion_leaves_nothing(tmp_path, monkeypatch):
+    """The builtin teacher's GGUF -> plain directory conversion: exact weights and vocabulary, or nothing."""
+    import safetensors.torch
+
+    from headstart import assets
+    from headstart.errors import HeadstartError
+
+    model, tok = tiny_model("smollm2"), tiny_tokenizer()
+    out = assets.save_converted(model, tok, tmp_path / "hf")
+    teacher = load_teacher(out)
+    want, got = model.state_dict(), teacher.model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+    assert teacher.tokenizer.get_vocab() == tok.get_vocab()
+
+    def lossy(m, path, metadata=None):  # a conversion that rounds the weights
+        safetensors.torch.save_file({k: v.half().float().clone() for k, v in m.state_dict().items()
+                                     if k != "lm_head.weight"}, path, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_model", lossy)
+    with pytest.raises(HeadstartError, match="did not reproduce"):
+        assets.save_converted(model, tok, tmp_path / "bad")
+    assert list(tmp_path.iterdir()) == [tmp_path / "hf"]
