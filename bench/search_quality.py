@@ -75,20 +75,9 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     _reexec_with_malloc_settings()
-    import logging
+    from headstart.io import write_json
 
-    from headstart.assets import cache_dir
-    from headstart.data import fixed_windows, prepare
-    from headstart.teacher import load_teacher
-
-    logging.basicConfig(level=logging.WARNING)
-    teacher = load_teacher(args.model)
-    data = prepare([args.corpus], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
-                   tokenizer_source=args.model, workers=1)
-    heldout = fixed_windows(data, "val", args.seq_len, args.heldout_windows, seed=0)
-    budget = int(teacher.adapter.counts().params * args.fraction)
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
+    teacher, data, heldout, budget, results = setup(args)
     speed = _cached(results / "fitness_speed.json", lambda: _fitness_speed(args, teacher, data, budget))
     if args.speed_only:
         print(json.dumps(speed, indent=1))
@@ -103,21 +92,36 @@ def main() -> None:
                                        lambda m=method, seed=seed, d=default: _method(
                                            args, teacher, data, heldout, budget, m, seed, match_flops=d)))
     result = _result(args, per, speed, heldout)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=1))
+
+
+def setup(args) -> tuple:
+    """The teacher, the prepared corpus, the held-out ``val`` windows, the parameter budget (the bin's
+    centre) and the results directory: what this benchmark and ``search_spaces.py`` share."""
+    import logging
+
+    from headstart.assets import cache_dir
+    from headstart.data import fixed_windows, prepare
+    from headstart.teacher import load_teacher
+
+    logging.basicConfig(level=logging.WARNING)
+    teacher = load_teacher(args.model)
+    data = prepare([args.corpus], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
+                   tokenizer_source=args.model, workers=1)
+    heldout = fixed_windows(data, "val", args.seq_len, args.heldout_windows, seed=0)
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    return teacher, data, heldout, int(teacher.adapter.counts().params * args.fraction), results
 
 
 def _cached(path: Path, compute) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
+    from headstart.io import write_json
+
     value = compute()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    tmp.replace(path)
+    write_json(path, value)
     return value
 
 

@@ -55,20 +55,9 @@ def _args() -> argparse.Namespace:
 def main() -> None:
     args = _args()
     sq._reexec_with_malloc_settings()
-    import logging
+    from headstart.io import write_json
 
-    from headstart.assets import cache_dir
-    from headstart.data import fixed_windows, prepare
-    from headstart.teacher import load_teacher
-
-    logging.basicConfig(level=logging.WARNING)
-    teacher = load_teacher(args.model)
-    data = prepare([args.corpus], teacher.tokenizer, cache_dir() / "bench" / "shakespeare-smollm2",
-                   tokenizer_source=args.model, workers=1)
-    heldout = fixed_windows(data, "val", args.seq_len, args.heldout_windows, seed=0)
-    budget = int(teacher.adapter.counts().params * args.fraction)
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
+    teacher, data, heldout, budget, results = sq.setup(args)
     per: dict[str, list[dict]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for granularity, layout in SPACES:
@@ -77,10 +66,7 @@ def main() -> None:
                 results / f"{granularity}-{layout}-seed{seed}.json",
                 lambda g=granularity, lay=layout, s=seed: _space(args, teacher, data, heldout, budget, g, lay, s)))
     result = _result(args, per, heldout)
-    out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_json(args.out, result)
     print(json.dumps(result["table"], indent=1))
 
 

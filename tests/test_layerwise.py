@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from tiny import TEXT, VOCAB, layerwise_spec, save_tiny_teacher, tiny_model, tiny_tokenizer
+from tiny import VOCAB, layerwise_spec, prepared_corpus, save_tiny_teacher, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
@@ -123,16 +123,10 @@ def test_round_trip_spec_export_train_export_with_cached_logits_and_resume(tmp_p
     resumed ends bitwise where the uninterrupted one does."""
     from safetensors.torch import load_file
 
-    from headstart.data import prepare
     from headstart.train import loop
 
     teacher_dir = save_tiny_teacher("qwen3", tmp_path / "teacher")
-    src = tmp_path / "corpus"
-    src.mkdir()
-    for i in range(8):
-        (src / f"doc{i}.txt").write_text((TEXT + f" {i} ") * 4)
-    data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
-                   val_frac=2, workers=1)
+    data = prepared_corpus(tmp_path, docs=8, repeat=4)
     spec_file = layerwise_spec(get_adapter(tiny_model("qwen3").config).dims).save(tmp_path / "spec.yaml")
     student, cache = tmp_path / "student", tmp_path / "cache"
     assert main(["extract", "--teacher", str(teacher_dir), "--spec", str(spec_file), "--out", str(student)]) == 0

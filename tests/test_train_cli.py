@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny import TEXT, save_tiny_teacher, tiny_tokenizer
+from tiny import TEXT, prepared_corpus, save_tiny_teacher, tiny_tokenizer
 from train_support import one_thread  # noqa: F401 (autouse fixture)
 from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -22,16 +22,10 @@ from headstart.teacher import load_teacher
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny teacher, a prepared directory (its tokenizer) and a spec of the teacher."""
-    from headstart.data import prepare
 
     root = tmp_path_factory.mktemp("train_cli")
     teacher_dir = save_tiny_teacher("smollm2", root / "teacher")
-    src = root / "corpus"
-    src.mkdir()
-    for i in range(12):
-        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
-    data = prepare([str(src)], tiny_tokenizer(), root / "data", tokenizer_source="tiny", search_frac=1,
-                   val_frac=2, workers=1)
+    data = prepared_corpus(root, docs=12, repeat=6)
     teacher = load_teacher(teacher_dir)
     spec_file = from_sizes(teacher.dims, layers=2, mlp=48).save(root / "spec.yaml")
     return {"root": root, "teacher": str(teacher_dir), "data": str(data), "spec": str(spec_file)}

@@ -119,21 +119,15 @@ def test_torchrun_cli_matches_single_process(tmp_path, mode):
     import subprocess
     import sys
 
-    from tiny import TEXT, layerwise_spec, save_tiny_teacher, tiny_tokenizer
+    from tiny import layerwise_spec, prepared_corpus, save_tiny_teacher
     from transformers import AutoModelForCausalLM
 
     from headstart.cli import main
-    from headstart.data import prepare
     from headstart.extract import export
     from headstart.teacher import load_teacher
 
     teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")
-    src = tmp_path / "corpus"
-    src.mkdir()
-    for i in range(10):
-        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
-    data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
-                   val_frac=2, workers=1)
+    data = prepared_corpus(tmp_path)
     student = f"random:{teacher}"
     if mode:
         loaded = load_teacher(teacher)

@@ -9,11 +9,10 @@ import subprocess
 import sys
 
 import torch
-from tiny import TEXT, save_tiny_teacher, tiny_tokenizer
+from tiny import prepared_corpus, save_tiny_teacher
 from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
-from headstart.data import prepare
 from headstart.train.dcp import is_sharded
 
 
@@ -25,12 +24,7 @@ def _free_port() -> int:
 
 def test_two_nodes_on_localhost_match_one_process(tmp_path):
     teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")
-    src = tmp_path / "corpus"
-    src.mkdir()
-    for i in range(10):
-        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
-    data = prepare([str(src)], tiny_tokenizer(), tmp_path / "data", tokenizer_source="tiny", search_frac=1,
-                   val_frac=2, workers=1)
+    data = prepared_corpus(tmp_path)
     common = ["--teacher", str(teacher), "--student", f"random:{teacher}", "--data", str(data), "--tokens", "128",
               "--seq-len", "16", "--dtype", "float32", "--no-progress", "--eval-windows", "2", "--kd", "forward",
               "--fsdp"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from tiny import TEXT, save_tiny_teacher, tiny_tokenizer
+from tiny import prepared_corpus, save_tiny_teacher
 from transformers import AutoModelForCausalLM
 
 from headstart import parallel
@@ -36,16 +36,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict[str, str]:
-    from headstart.data import prepare
 
     root = tmp_path_factory.mktemp("reshard")
     teacher = save_tiny_teacher("smollm2", root / "teacher")  # tied embeddings: the hard case for sharding
-    src = root / "corpus"
-    src.mkdir()
-    for i in range(10):
-        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * 6)
-    data = prepare([str(src)], tiny_tokenizer(), root / "data", tokenizer_source="tiny", search_frac=1, val_frac=2,
-                   workers=1)
+    data = prepared_corpus(root)
     return {"teacher": str(teacher), "data": str(data), "root": str(root)}
 
 

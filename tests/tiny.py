@@ -102,3 +102,16 @@ def layerwise_spec(dims: TeacherDims) -> SubnetSpec:
         heads=(((0,),) * g, (layer1_heads,), (tuple(range(hpg)),) * g),
         mlp=(tuple(range(m // 2)), tuple(range(0, m, 5)), tuple(range(m))),
     )
+
+
+def prepared_corpus(root: Path, docs: int = 10, repeat: int = 6) -> Path:
+    """``docs`` small text files under ``root/corpus``, prepared with the tiny tokenizer into
+    ``root/data`` (every split non-empty: one search document, two val documents)."""
+    from headstart.data import prepare
+
+    src = root / "corpus"
+    src.mkdir(parents=True)
+    for i in range(docs):
+        (src / f"doc{i:02d}.txt").write_text((TEXT + f" {i} ") * repeat)
+    return prepare([str(src)], tiny_tokenizer(), root / "data", tokenizer_source="tiny", search_frac=1, val_frac=2,
+                   workers=1)
