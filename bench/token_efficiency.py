@@ -76,6 +76,8 @@ def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
     data.update(out=str(args.out / f"seed{seed}"), seed=seed)
     if args.evaluations:
         data["search"]["evaluations"] = args.evaluations
+    if args.rungs is not None:
+        data["search"]["rungs"] = args.rungs
     data.setdefault("compare", {}).update(runs=["random-ce", "searched-kd"], baseline="random-ce")
     pipe = Pipeline(load_recipe(data, where="the token-efficiency recipe"), say=lambda m: print(m, flush=True))
     pipe.run(only="search")
@@ -166,7 +168,8 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
     result = {"run": name, "seed": seed, "budget": budget, "variant": variant, "setup_flops": setup,
               "initial_loss": curve.val_loss[0], "final_loss": curve.final_loss, "trained_tokens": summary["tokens"],
               "teacher_tokens": summary["teacher_tokens"], "tokens": curve.tokens, "flops": curve.flops,
-              "val_loss": curve.val_loss, "wall_s": time.time() - t0, "target_loss": None}
+              "val_loss": curve.val_loss, "wall_s": time.time() - t0, "target_loss": None,
+              "eval_every": cfg.eval_every, "val_tokens": cfg.eval_windows * cfg.seq_len}
     if baseline is not None:
         target = baseline["final_loss"]
         tok, flops = crossing(curve.tokens, curve.val_loss, target), crossing(curve.flops, curve.val_loss, target)
@@ -210,7 +213,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "setup": {"recipe": "the embedded demo recipe" if not args.recipe else Path(args.recipe).name,
                       "val_windows": args.val_windows, "eval_every": args.eval_every,
                       "baseline_evals": args.baseline_evals, "early_stop": not args.full,
-                      "evaluations": args.evaluations, "calibration": list(CALIB), "variants": VARIANTS,
+                      "evaluations": args.evaluations, "rungs": args.rungs, "calibration": list(CALIB), "variants": VARIANTS,
                       "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
             "paper_token_ratio": PAPER_TOKEN_RATIO}
 
@@ -228,6 +231,8 @@ def main() -> None:
                    help=f"runs besides the random-init baseline, comma-separated, of: {', '.join(VARIANTS)}")
     p.add_argument("--recipe", help="recipe YAML to start from (default: the embedded demo recipe)")
     p.add_argument("--evaluations", type=int, help="search evaluations (default: the recipe's)")
+    p.add_argument("--rungs", type=int, help="training-aware search rungs (default: the recipe's; their FLOPs "
+                   "are charged to the searched runs)")
     p.add_argument("--val-windows", type=int, default=128, help="fixed val windows of 128 tokens (%(default)s)")
     p.add_argument("--eval-every", type=int, default=4, help="steps between validations of the non-baseline runs")
     p.add_argument("--baseline-evals", type=int, default=8, help="validations over the baseline's budget")
