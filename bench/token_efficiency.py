@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import shutil
 import statistics
@@ -190,6 +191,53 @@ def _stats(values: list[float | None]) -> dict[str, Any]:
             "std": statistics.stdev(got) if len(got) > 1 else None, "not_reached": len(values) - len(got)}
 
 
+def scaling_fit(points: list[tuple[int, float]], at: tuple[int, ...] = (1_000_000, 10_000_000)) -> dict[str, Any]:
+    """Least-squares fit of ``log(ratio) = a + b log(budget)`` over (budget, ratio) points: the power
+    law the saving follows as the budget grows, and what it predicts at the budgets ``at``."""
+    pts = [(math.log(b), math.log(r)) for b, r in points if r]
+    if len({x for x, _ in pts}) < 2:
+        return {"points": len(pts), "exponent": None, "predicted": {}}
+    mx, my = statistics.fmean(x for x, _ in pts), statistics.fmean(y for _, y in pts)
+    b = sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+    a = my - b * mx
+    resid = [y - a - b * x for x, y in pts]
+    return {"points": len(pts), "exponent": b,
+            "rms_log_residual": math.sqrt(statistics.fmean(r * r for r in resid)),
+            "predicted": {str(n): math.exp(a + b * math.log(n)) for n in at}}
+
+
+def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
+    """Token and FLOPs ratio against budget (mean, min-max over seeds, the fit) as a PNG; ``None`` without
+    matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("token_ratio", "flops_ratio"), strict=True):
+        for run in sorted({r for runs in summary["results"].values() for r in runs if r != "random-ce"}):
+            budgets = [b for b in summary["budgets"] if run in summary["results"][str(b)]]
+            stats = [summary["results"][str(b)][run][f"{key}_stats"] for b in budgets]
+            keep = [(b, s) for b, s in zip(budgets, stats, strict=True) if s["mean"] is not None]
+            if not keep:
+                continue
+            xs, ss = [b for b, _ in keep], [s for _, s in keep]
+            ax.errorbar(xs, [s["mean"] for s in ss], yerr=[[s["mean"] - s["min"] for s in ss],
+                        [s["max"] - s["mean"] for s in ss]], marker="o", capsize=3, label=run)
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set(xscale="log", xlabel="training budget (tokens)", ylabel=key.replace("_", " ") + " vs random init",
+               title=key.replace("_", " "))
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
     """Every finished run's result under ``OUT/results``, as per-seed lists per budget and run."""
     results: dict[str, dict[str, Any]] = {}
@@ -209,11 +257,16 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         for row in runs.values():
             row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
     budgets = sorted(int(b) for b in results)
+    fits = {run: {key: scaling_fit([(int(b), v) for b, runs in results.items() if run in runs
+                                    for v in runs[run][key]]) for key in ("token_ratio", "flops_ratio")}
+            for run in sorted({r for runs in results.values() for r in runs if r != "random-ce"})}
     return {"seeds": sorted(seeds), "val_tokens": args.val_windows * 128, "budgets": budgets, "results": results,
+            "scaling_fit": fits,
             "setup": {"recipe": "the embedded demo recipe" if not args.recipe else Path(args.recipe).name,
                       "val_windows": args.val_windows, "eval_every": args.eval_every,
                       "baseline_evals": args.baseline_evals, "early_stop": not args.full,
-                      "evaluations": args.evaluations, "rungs": args.rungs, "calibration": list(CALIB), "variants": VARIANTS,
+                      "evaluations": args.evaluations, "rungs": args.rungs, "calibration": list(CALIB),
+                      "variants": VARIANTS,
                       "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
             "paper_token_ratio": PAPER_TOKEN_RATIO}
 
@@ -255,6 +308,7 @@ def main() -> None:
                 _write_json(args.json, summarize(args))
     summary = summarize(args)
     _write_json(args.json, summary)
+    plot_budgets(summary, args.json.with_suffix(".png"))
     print(json.dumps({b: {r: v["token_ratio_stats"]["mean"] for r, v in runs_.items()}
                       for b, runs_ in summary["results"].items()}, indent=1))
 

@@ -1,0 +1,70 @@
+"""bench/token_efficiency.py's summary: per-seed ratios per budget and run, their spread, the scaling fit."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "token_efficiency.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("token_efficiency", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scaling_fit_recovers_a_power_law(bench):
+    # ratio = 3 * (budget / 1e5) ** 0.4, one point per (budget, seed), a None (not reached) ignored
+    points = [(b, 3 * (b / 1e5) ** 0.4) for b in (125_000, 250_000, 500_000) for _ in range(3)] + [(500_000, None)]
+    fit = bench.scaling_fit(points)
+    assert fit["points"] == 9
+    assert fit["exponent"] == pytest.approx(0.4)
+    assert fit["rms_log_residual"] == pytest.approx(0.0, abs=1e-9)
+    assert fit["predicted"]["1000000"] == pytest.approx(3 * 10**0.4)
+    assert bench.scaling_fit([(250_000, 2.0), (250_000, 3.0)])["exponent"] is None  # one budget: no slope
+
+
+def _result(out: Path, budget: int, seed: int, run: str, ratio: float | None) -> None:
+    path = out / "results" / str(budget) / f"seed{seed}" / f"{run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    r = {"run": run, "seed": seed, "budget": budget, "setup_flops": {"search": 1.0}, "initial_loss": 8.0,
+         "final_loss": 4.0}
+    if run != "random-ce":
+        r.update(token_ratio=ratio, flops_ratio=ratio and ratio / 2, tokens_to_target=ratio and budget / ratio)
+    path.write_text(json.dumps(r))
+
+
+def test_summary_lists_per_seed_ratios_with_spread_and_fit(bench, tmp_path):
+    for budget in (125_000, 250_000):
+        for seed in (0, 1, 2):
+            _result(tmp_path, budget, seed, "random-ce", None)
+            _result(tmp_path, budget, seed, "searched-kd", None if (budget, seed) == (250_000, 2) else
+                    (seed + 4.0) * budget / 125_000)
+    args = argparse.Namespace(out=tmp_path, val_windows=128, recipe=None, eval_every=4, baseline_evals=8,
+                              full=False, evaluations=None, rungs=0)
+    summary = bench.summarize(args)
+    assert summary["seeds"] == [0, 1, 2] and summary["budgets"] == [125_000, 250_000]
+    assert summary["val_tokens"] == 16_384
+    row = summary["results"]["250000"]["searched-kd"]
+    assert row["seeds"] == [0, 1, 2] and row["token_ratio"] == [8.0, 10.0, None]
+    stats = row["token_ratio_stats"]
+    assert (stats["mean"], stats["min"], stats["max"], stats["not_reached"]) == (9.0, 8.0, 10.0, 1)
+    assert stats["std"] == pytest.approx(math.sqrt(2))
+    assert summary["results"]["125000"]["random-ce"]["token_ratio"] == [1.0, 1.0, 1.0]
+    fit = summary["scaling_fit"]["searched-kd"]["token_ratio"]
+    # the seeds that reached the target: 4, 5, 6 at 125k; 8, 10 at 250k (seed 2 did not), fit in log-log
+    slope, _ = np.polyfit(np.log([125e3] * 3 + [250e3] * 2), np.log([4.0, 5.0, 6.0, 8.0, 10.0]), 1)
+    assert fit["points"] == 5 and fit["exponent"] == pytest.approx(slope)
+    assert "random-ce" not in summary["scaling_fit"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        png = bench.plot_budgets(summary, tmp_path / "budgets.png")
+        assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
