@@ -271,6 +271,29 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             "paper_token_ratio": PAPER_TOKEN_RATIO}
 
 
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table: per budget and run, the baseline's final loss, and the token and
+    FLOPs ratios as mean ± sd (min-max) over seeds."""
+    def cell(stats: dict[str, Any]) -> str:
+        if stats["mean"] is None:
+            return "not reached"
+        sd = f" ± {stats['std']:.1f}" if stats["std"] is not None else ""
+        missed = f", {stats['not_reached']} not reached" if stats["not_reached"] else ""
+        return f"{stats['mean']:.1f}×{sd} ({stats['min']:.1f}–{stats['max']:.1f}{missed})"
+
+    lines = ["| budget | run | seeds | random init's final loss | token ratio | FLOPs ratio |",
+             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    for budget in summary["budgets"]:
+        runs = summary["results"][str(budget)]
+        target = statistics.fmean(runs["random-ce"]["final_loss"]) if "random-ce" in runs else float("nan")
+        for name in sorted(runs, key=list(VARIANTS).index):
+            row = runs[name]
+            if name != "random-ce":
+                lines.append(f"| {budget:,} | {name} | {len(row['seeds'])} | {target:.3f} | "
+                             f"{cell(row['token_ratio_stats'])} | {cell(row['flops_ratio_stats'])} |")
+    return "\n".join(lines)
+
+
 def _ints(text: str) -> list[int]:
     return [int(float(x)) for x in text.split(",") if x.strip()]
 
@@ -309,8 +332,7 @@ def main() -> None:
     summary = summarize(args)
     _write_json(args.json, summary)
     plot_budgets(summary, args.json.with_suffix(".png"))
-    print(json.dumps({b: {r: v["token_ratio_stats"]["mean"] for r, v in runs_.items()}
-                      for b, runs_ in summary["results"].items()}, indent=1))
+    print(markdown_table(summary))
 
 
 if __name__ == "__main__":

@@ -68,3 +68,7 @@ def test_summary_lists_per_seed_ratios_with_spread_and_fit(bench, tmp_path):
     if importlib.util.find_spec("matplotlib") is not None:
         png = bench.plot_budgets(summary, tmp_path / "budgets.png")
         assert png is not None and png.read_bytes()[:4] == b"\x89PNG"
+    table = bench.markdown_table(summary).splitlines()
+    assert len(table) == 2 + 2  # header, rule, one row per budget
+    assert table[-1] == ("| 250,000 | searched-kd | 3 | 4.000 | 9.0× ± 1.4 (8.0–10.0, 1 not reached) | "
+                         "4.5× ± 0.7 (4.0–5.0, 1 not reached) |")
