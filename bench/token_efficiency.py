@@ -134,6 +134,21 @@ def initial_loss(pipe: Pipeline, cfg: TrainConfig) -> float:
     return perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]
 
 
+def start_losses(pipe: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
+    """The untrained validation loss of each start of ``pipe``'s seed (random init, the searched
+    sub-network, and the same reconstructed) and the reconstruction's calibration errors."""
+    seed, label = pipe.recipe.seed, pipe.labels[0]
+    spec = pipe.out / "students" / label / "searched.yaml"
+    path, stats = reconstructed(pipe, label)
+    cfg = train_config(pipe, args, "random-ce", 1024 * 1024, f"random:{spec}", None, args.out / "unused")
+    losses = {name: initial_loss(pipe, dataclasses.replace(cfg, student=student))
+              for name, student in (("random", f"random:{spec}"), ("searched", str(spec)), ("searched-rec", str(path)))}
+    result = {"seed": seed, "val_tokens": cfg.eval_windows * cfg.seq_len, "initial_loss": losses,
+              "reconstruction": stats}
+    print(f"[starts seed {seed}] " + json.dumps(result), flush=True)
+    return result
+
+
 def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
             baseline: dict[str, Any] | None) -> dict[str, Any]:
     """Train run ``name`` at ``budget`` (unless its result exists) and return its result."""
@@ -316,11 +331,17 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "token_efficiency")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "token_efficiency.json")
     p.add_argument("--summarize", action="store_true", help="only write the summary of the finished runs")
+    p.add_argument("--starts", type=Path, help="only measure each seed's untrained starts (random, searched, "
+                   "reconstructed) and write them to this JSON")
     args = p.parse_args()
     runs = ["random-ce", *[r for r in args.runs.split(",") if r and r != "random-ce"]]
     unknown = [r for r in runs if r not in VARIANTS]
     if unknown:
         p.error(f"unknown run {unknown[0]!r}; runs: {', '.join(VARIANTS)}")
+    if args.starts:
+        _write_json(args.starts, {"calibration": list(CALIB),
+                                  "seeds": [start_losses(seed_pipeline(args, seed), args) for seed in args.seeds]})
+        return
     if not args.summarize:
         for seed in args.seeds:
             pipe = seed_pipeline(args, seed)
