@@ -245,6 +245,9 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="training budget (tokens)", ylabel=key.replace("_", " ") + " vs random init",
                title=key.replace("_", " "))
+        ax.set_xticks(summary["budgets"], [f"{b / 1000:g}k" for b in summary["budgets"]])
+        ax.minorticks_off()
+        ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -262,12 +265,13 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
         seeds.add(r["seed"])
         row = results.setdefault(str(r["budget"]), {}).setdefault(r["run"], {
             "seeds": [], "token_ratio": [], "flops_ratio": [], "tokens_to_target": [], "flops_to_target": [],
-            "final_loss": [], "initial_loss": [], "setup_flops": []})
+            "final_loss": [], "initial_loss": [], "setup_flops": [], "eval_every": []})
         row["seeds"].append(r["seed"])
         for key in ("token_ratio", "flops_ratio", "tokens_to_target", "flops_to_target", "final_loss",
                     "initial_loss"):
             row[key].append(r.get(key, 1.0 if r["run"] == "random-ce" and key.endswith("ratio") else None))
         row["setup_flops"].append(r["setup_flops"])
+        row["eval_every"].append(r.get("eval_every"))
     for runs in results.values():
         for row in runs.values():
             row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
@@ -278,7 +282,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     return {"seeds": sorted(seeds), "val_tokens": args.val_windows * 128, "budgets": budgets, "results": results,
             "scaling_fit": fits,
             "setup": {"recipe": "the embedded demo recipe" if not args.recipe else Path(args.recipe).name,
-                      "val_windows": args.val_windows, "eval_every": args.eval_every,
+                      "val_windows": args.val_windows,
                       "baseline_evals": args.baseline_evals, "early_stop": not args.full,
                       "evaluations": args.evaluations, "rungs": args.rungs, "calibration": list(CALIB),
                       "variants": VARIANTS,
