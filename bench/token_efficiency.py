@@ -16,11 +16,13 @@ searched students the importance pass, every search evaluation, and the reconstr
 (teacher forward, Gram accumulation and solves) where the run starts from reconstructed weights.
 
 The runs (``--runs``; the baseline always comes first) are the variants of :data:`VARIANTS`, each
-changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``) lists per budget
-and run the per-seed token and FLOPs ratios against random init, with their mean and spread.
+changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``, with a plot beside
+it) lists per budget and run the per-seed token and FLOPs ratios against random init, with their mean
+and spread, and a power-law fit of each ratio against the budget; it prints as a Markdown table.
+``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed).
 
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
-    .venv/bin/python bench/token_efficiency.py --budgets 250000,500000,1000000 --seeds 0,1,2   # hours
+    .venv/bin/python bench/token_efficiency.py --budgets 125000,250000,500000 --seeds 0,1,2 --rungs 0  # ~5 core-hours
 """
 
 from __future__ import annotations
@@ -222,7 +224,7 @@ def scaling_fit(points: list[tuple[int, float]], at: tuple[int, ...] = (1_000_00
 
 
 def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
-    """Token and FLOPs ratio against budget (mean, min-max over seeds, the fit) as a PNG; ``None`` without
+    """Token and FLOPs ratio against budget (mean and min-max over seeds) as a PNG; ``None`` without
     matplotlib."""
     try:
         import matplotlib
