@@ -57,6 +57,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "random-ce": {"init": "random", "train": {"kd": "none"}},
     "searched-ce": {"init": "searched", "train": {"kd": "none"}},
     "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": "none"}},
+    "searched-ce-w1": {"init": "searched", "train": {"kd": "none", "warmup": 0.01}},
     "searched-kd": {"init": "searched", "train": {}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
