@@ -19,6 +19,7 @@ The runs (``--runs``; the baseline always comes first) are the variants of :data
 changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``, with a plot beside
 it) lists per budget and run the per-seed token and FLOPs ratios against random init, with their mean
 and spread, and a power-law fit of each ratio against the budget; it prints as a Markdown table.
+``--merge FILE`` keeps the budgets of an earlier summary whose run files are gone (the committed grid).
 ``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed).
 
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
@@ -278,6 +279,12 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     for runs in results.values():
         for row in runs.values():
             row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
+    if getattr(args, "merge", None):  # an earlier summary's budgets that these run files don't cover
+        earlier = json.loads(args.merge.read_text())
+        for budget, runs in earlier["results"].items():
+            if budget not in results:
+                results[budget] = runs
+                seeds.update(s for row in runs.values() for s in row["seeds"])
     budgets = sorted(int(b) for b in results)
     fits = {run: {key: scaling_fit([(int(b), v) for b, runs in results.items() if run in runs
                                     for v in runs[run][key]]) for key in ("token_ratio", "flops_ratio")}
@@ -338,6 +345,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "token_efficiency")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "token_efficiency.json")
     p.add_argument("--summarize", action="store_true", help="only write the summary of the finished runs")
+    p.add_argument("--merge", type=Path, help="an earlier summary JSON whose budgets missing from OUT's run "
+                   "files are kept in the summary (and its fit)")
     p.add_argument("--starts", type=Path, help="only measure each seed's untrained starts (random, searched, "
                    "reconstructed) and write them to this JSON")
     args = p.parse_args()

@@ -72,3 +72,24 @@ def test_summary_lists_per_seed_ratios_with_spread_and_fit(bench, tmp_path):
     assert len(table) == 2 + 2  # header, rule, one row per budget
     assert table[-1] == ("| 250,000 | searched-kd | 3 | 4.000 | 9.0× ± 1.4 (8.0–10.0, 1 not reached) | "
                          "4.5× ± 0.7 (4.0–5.0, 1 not reached) |")
+
+
+def test_merge_keeps_an_earlier_summarys_budgets_and_fits_over_all(bench, tmp_path):
+    earlier_out, out = tmp_path / "earlier", tmp_path / "now"
+    for seed in (0, 1, 2):
+        for budget, where in ((125_000, earlier_out), (250_000, earlier_out), (250_000, out), (1_000_000, out)):
+            _result(where, budget, seed, "random-ce", None)
+            _result(where, budget, seed, "searched-ce", 4.0 * (budget / 125_000) ** 0.5 * (1 if where is out else 9))
+    args = argparse.Namespace(out=earlier_out, val_windows=128, recipe=None, eval_every=4, baseline_evals=8,
+                              full=False, evaluations=None, rungs=0)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(bench.summarize(args)))
+    summary = bench.summarize(argparse.Namespace(**{**vars(args), "out": out, "merge": earlier}))
+    assert summary["budgets"] == [125_000, 250_000, 1_000_000] and summary["seeds"] == [0, 1, 2]
+    runs = summary["results"]
+    assert runs["125000"]["searched-ce"]["token_ratio"] == [36.0, 36.0, 36.0]  # kept from the earlier summary
+    assert runs["250000"]["searched-ce"]["token_ratio"] == [pytest.approx(4.0 * 2**0.5)] * 3  # the new run files win
+    fit = summary["scaling_fit"]["searched-ce"]["token_ratio"]
+    slope, _ = np.polyfit(np.log([125e3] * 3 + [250e3] * 3 + [1e6] * 3),
+                          np.log([36.0] * 3 + [4.0 * 2**0.5] * 3 + [4.0 * 8**0.5] * 3), 1)
+    assert fit["points"] == 9 and fit["exponent"] == pytest.approx(slope)
