@@ -44,6 +44,7 @@ import yaml
 
 from headstart.commands.demo import demo_recipe
 from headstart.config import build
+from headstart.io import write_json
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
 from headstart.report import crossing, run_curve, setup_costs
@@ -70,9 +71,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 def _write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    write_json(path, data, default=str)
 
 
 def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
