@@ -16,9 +16,10 @@ searched students the importance pass, every search evaluation, and the reconstr
 (teacher forward, Gram accumulation and solves) where the run starts from reconstructed weights.
 
 The runs (``--runs``; the baseline always comes first) are the variants of :data:`VARIANTS`, each
-changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``, with a plot beside
-it) lists per budget and run the per-seed token and FLOPs ratios against random init, with their mean
-and spread, and a power-law fit of each ratio against the budget; it prints as a Markdown table.
+changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json``) lists per budget
+and run the per-seed token and FLOPs ratios against random init, with their mean and spread, and a
+power-law fit of each ratio against the budget; it prints as a Markdown table. Beside it go a plot of
+the ratios against the budget and, per budget, its lowest seed's validation curves.
 ``--merge FILE`` keeps the budgets of an earlier summary whose run files are gone (the committed grid).
 ``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed).
 
@@ -47,7 +48,7 @@ from headstart.config import build
 from headstart.io import write_json
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
-from headstart.report import crossing, run_curve, setup_costs
+from headstart.report import RunCurve, crossing, plot_curves, run_curve, setup_costs
 from headstart.train.config import TrainConfig
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
@@ -248,7 +249,8 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="training budget (tokens)", ylabel=key.replace("_", " ") + " vs random init",
                title=key.replace("_", " "))
-        ax.set_xticks(summary["budgets"], [f"{b / 1000:g}k" for b in summary["budgets"]])
+        ax.set_xticks(summary["budgets"], [f"{b / 1e6:g}M" if b >= 1e6 else f"{b / 1e3:g}k"
+                                           for b in summary["budgets"]])
         ax.minorticks_off()
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
@@ -297,6 +299,24 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
                       "variants": VARIANTS,
                       "cpu_count": os.cpu_count(), "python": sys.version.split()[0]},
             "paper_token_ratio": PAPER_TOKEN_RATIO}
+
+
+def plot_seed_curves(out: Path, json_path: Path) -> list[Path]:
+    """Per budget in ``OUT``'s run files, the validation curves of its lowest seed against training
+    tokens, the target marked, as ``<json stem>_<budget>_seed<S>.png`` beside ``json_path``."""
+    written = []
+    for budget_dir in sorted((out / "results").glob("*/"), key=lambda d: int(d.name)):
+        seed_dir = min(budget_dir.glob("seed*/"), key=lambda d: int(d.name[4:]), default=None)
+        files = sorted(seed_dir.glob("*.json"), key=lambda f: list(VARIANTS).index(f.stem)) if seed_dir else []
+        results = [json.loads(f.read_text()) for f in files if f.stem in VARIANTS]
+        if not results:
+            continue
+        curves = [RunCurve(r["run"], r["run"], r["tokens"], r["flops"], r["val_loss"]) for r in results]
+        target = next((r["target_loss"] for r in results if r.get("target_loss") is not None), None)
+        path = json_path.with_name(f"{json_path.stem}_{budget_dir.name}_{seed_dir.name}.png")
+        if plot_curves(curves, path, target=target) is not None:
+            written.append(path)
+    return written
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -368,6 +388,7 @@ def main() -> None:
     summary = summarize(args)
     _write_json(args.json, summary)
     plot_budgets(summary, args.json.with_suffix(".png"))
+    plot_seed_curves(args.out, args.json)
     print(markdown_table(summary))
 
 

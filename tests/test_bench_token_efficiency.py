@@ -93,3 +93,15 @@ def test_merge_keeps_an_earlier_summarys_budgets_and_fits_over_all(bench, tmp_pa
     slope, _ = np.polyfit(np.log([125e3] * 3 + [250e3] * 3 + [1e6] * 3),
                           np.log([36.0] * 3 + [4.0 * 2**0.5] * 3 + [4.0 * 8**0.5] * 3), 1)
     assert fit["points"] == 9 and fit["exponent"] == pytest.approx(slope)
+
+
+def test_seed_curves_plot_the_lowest_seed_of_each_budget(bench, tmp_path):
+    pytest.importorskip("matplotlib")
+    for seed in (1, 2):
+        for run, loss in (("random-ce", [10.0, 6.0, 4.0]), ("searched-ce", [8.0, 5.0, 3.5])):
+            path = tmp_path / "results" / "250000" / f"seed{seed}" / f"{run}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"run": run, "tokens": [0, 1e5, 2.5e5], "flops": [0, 1e12, 2.5e12],
+                                        "val_loss": loss, "target_loss": None if run == "random-ce" else 4.0}))
+    written = bench.plot_seed_curves(tmp_path, tmp_path / "te.json")
+    assert written == [tmp_path / "te_250000_seed1.png"] and written[0].read_bytes()[:4] == b"\x89PNG"
