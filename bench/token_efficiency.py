@@ -25,6 +25,12 @@ the ratios against the budget and, per budget, its lowest seed's validation curv
 
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
     .venv/bin/python bench/token_efficiency.py --budgets 125000,250000,500000 --seeds 0,1,2 --rungs 0  # ~5 core-hours
+
+The 1M budget over 3 seeds, added to the committed grid (~6 core-hours)::
+
+    .venv/bin/python bench/token_efficiency.py --budgets 1000000 --seeds 0,1,2 --rungs 0 --eval-every 8
+        --runs searched-ce,searched-kd,searched-ce-w1 --merge docs/token_efficiency.json
+        --json docs/token_efficiency.json
 """
 
 from __future__ import annotations
