@@ -26,7 +26,7 @@ the ratios against the budget and, per budget, its lowest seed's validation curv
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
     .venv/bin/python bench/token_efficiency.py --budgets 125000,250000,500000 --seeds 0,1,2 --rungs 0  # ~5 core-hours
 
-The 1M budget over 3 seeds, added to the committed grid (~6 core-hours)::
+The 1M budget over 3 seeds, added to the committed grid (~4.5 core-hours)::
 
     .venv/bin/python bench/token_efficiency.py --budgets 1000000 --seeds 0,1,2 --rungs 0 --eval-every 8
         --runs searched-ce,searched-kd,searched-ce-w1 --merge docs/token_efficiency.json
@@ -313,8 +313,8 @@ def plot_seed_curves(out: Path, json_path: Path) -> list[Path]:
     written = []
     for budget_dir in sorted((out / "results").glob("*/"), key=lambda d: int(d.name)):
         seed_dir = min(budget_dir.glob("seed*/"), key=lambda d: int(d.name[4:]), default=None)
-        files = sorted(seed_dir.glob("*.json"), key=lambda f: list(VARIANTS).index(f.stem)) if seed_dir else []
-        results = [json.loads(f.read_text()) for f in files if f.stem in VARIANTS]
+        files = [f for f in seed_dir.glob("*.json") if f.stem in VARIANTS] if seed_dir else []
+        results = [json.loads(f.read_text()) for f in sorted(files, key=lambda f: list(VARIANTS).index(f.stem))]
         if not results:
             continue
         curves = [RunCurve(r["run"], r["run"], r["tokens"], r["flops"], r["val_loss"]) for r in results]
