@@ -1,5 +1,5 @@
 """Levers of the start: the hidden-state term with exact targets, warmup-stable-decay, KD for the
-first part of training only; each resumes bit for bit."""
+first part of training only, a lower LR for norm gains; each resumes bit for bit."""
 
 from __future__ import annotations
 
@@ -129,8 +129,22 @@ def test_hidden_term_pulls_the_student_towards_the_teacher(tmp_path):
     assert rows[0]["loss"] == pytest.approx(rows[0]["ce"] + rows[0]["hidden"], rel=1e-5)
 
 
+def test_norm_lr_scales_the_vectors_step(tmp_path):
+    frozen, _ = _trainer(config(tmp_path / "frozen", tokens=3 * 2 * SEQ, norm_lr=0.0))
+    before = {n: p.detach().clone() for n, p in frozen.model.named_parameters()}
+    frozen.fit()
+    moved = {n: not torch.equal(before[n], p) for n, p in frozen.model.named_parameters()}
+    assert not any(m for n, m in moved.items() if before[n].ndim < 2)  # norm gains (and biases) stay put
+    assert all(m for n, m in moved.items() if before[n].ndim >= 2)
+    scaled, _ = _trainer(config(tmp_path / "scaled", tokens=3 * 2 * SEQ, norm_lr=0.25))
+    scaled.fit()
+    matrices, vectors = scaled.optimizer.param_groups
+    assert vectors["lr"] == pytest.approx(0.25 * matrices["lr"]) and matrices["lr"] > 0
+
+
 def test_resume_is_bitwise_with_wsd_kd_until_and_hidden(tmp_path):
-    kw = dict(tokens=12 * 2 * SEQ, save_every=5, schedule="wsd", decay=0.3, kd_until=0.5, hidden_weight=0.5)
+    kw = dict(tokens=12 * 2 * SEQ, save_every=5, schedule="wsd", decay=0.3, kd_until=0.5, hidden_weight=0.5,
+              norm_lr=0.1)
     full_cfg = config(tmp_path / "full", **kw)
     full, full_student = _trainer(full_cfg, hidden=True)
     full.fit()

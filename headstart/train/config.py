@@ -42,6 +42,9 @@ class TrainConfig:
                            "constant, then linear to --min-lr over the last --decay of the steps)", choices=SCHEDULES)
     decay: float = option(0.2, "wsd: fraction of the steps in the final decay")
     weight_decay: float = option(0.1, "AdamW weight decay")
+    norm_lr: float = option(1.0, "LR of the vectors (norm gains, biases) as a fraction of the schedule's; a "
+                            "student cut from a teacher inherits small norm gains that Adam moves by about the LR "
+                            "per step")
     clip: float = option(1.0, "gradient norm clip (0: off)")
     seed: int = option(0, "seed of init, data order and everything random")
     kd: str = option("forward", "divergence D of alpha*CE + (1-alpha)*T^2*D(teacher||student); none: CE only",
@@ -78,6 +81,7 @@ class TrainConfig:
         positive(tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size, grad_accum=self.grad_accum,
                  lr=self.lr, temperature=self.temperature, loss_chunk=self.loss_chunk)
         not_negative(min_lr=self.min_lr, warmup=self.warmup, weight_decay=self.weight_decay, clip=self.clip,
+                     norm_lr=self.norm_lr,
                      eval_every=self.eval_every, eval_windows=self.eval_windows, save_every=self.save_every)
         if self.min_lr > self.lr:
             raise ConfigError(f"--min-lr {self.min_lr} is above --lr {self.lr}; the floor must not exceed the peak")

@@ -221,8 +221,9 @@ class Trainer:
         report(self.progress, "train", c.step, self.total_steps)
         while c.step < self.total_steps and c.target_step is None:
             t0 = time.perf_counter()
+            lr = lr_at(c.step, cfg, self.total_steps)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr_at(c.step, cfg, self.total_steps)
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             batches = [self._next_batch() for _ in range(cfg.grad_accum)]
             try:
                 distill = c.step < self.distill_steps

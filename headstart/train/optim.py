@@ -27,10 +27,11 @@ def lr_at(step: int, cfg: TrainConfig, total_steps: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (fused where the device supports it); no weight decay on vectors (norms, biases)."""
+    """AdamW (fused where the device supports it); vectors (norms, biases) without weight decay and at
+    ``--norm-lr`` times the schedule's LR (each group's ``lr_scale``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "lr_scale": cfg.norm_lr}]
     try:
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
     except (RuntimeError, TypeError):
