@@ -13,7 +13,7 @@ import yaml
 from headstart.cli import main
 from headstart.errors import ConfigError, Interrupted
 from headstart.pipeline import Pipeline
-from headstart.recipe import load_recipe
+from headstart.recipe import INHERITED, load_recipe
 from headstart.report import run_curve
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -152,10 +152,27 @@ def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
     ({"search": {"params": "1M"}, "train": {"kd": "none"}}, r"run first-k-kd distills, but train.kd is 'none'"),
     ({"search": {"params": "1M"}, "compare": {"overrides": {"random-ce": {"lr": -1}}}}, r"--lr -1.0 must be positive"),
     ({"search": {"params": "lots"}}, r"cannot read parameter budget 'lots'"),
+    ({"search": {"params": "1M"}, "compare": {"inherited": {"warmup": -1}}}, r"--warmup -1.0 must not be negative"),
+    ({"search": {"params": "1M"}, "compare": {"inherited": {"lrr": 1}}}, r"compare.inherited.lrr.*did you mean"),
+    ({"search": {"params": "1M"}, "compare": {"inherited": 0.01}}, r"compare.inherited must be dict, got 0.01"),
 ])
 def test_recipe_errors_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         load_recipe(change)
+
+
+def test_runs_from_the_teachers_weights_take_the_inherited_options():
+    recipe = load_recipe({"search": {"params": "1M"}, "train": {"lr": 1e-3, "warmup": 0.1},
+                          "compare": {"overrides": {"searched-ce": {"lr": 2e-4}}}})
+    spec = Path("s.yaml")
+    rand, first_k, searched = (recipe.train_config(n, "b", spec) for n in ("random-ce", "first-k-kd", "searched-ce"))
+    assert (rand.lr, rand.warmup) == (1e-3, 0.1)  # random init keeps the train section
+    assert (first_k.lr, first_k.warmup) == (INHERITED["lr"], INHERITED["warmup"])
+    assert (searched.lr, searched.warmup) == (2e-4, INHERITED["warmup"])  # a run's own override wins
+    one = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": {"warmup": 0.02}}})
+    assert (one.train_config("searched-kd", "b", spec).warmup, one.compare.inherited["lr"]) == (0.02, INHERITED["lr"])
+    plain = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": None}})
+    assert plain.train_config("searched-kd", "b", spec).warmup == plain.train.warmup
 
 
 def test_yaml_numbers_are_numbers():
