@@ -31,6 +31,9 @@ The 1M budget over 3 seeds, added to the committed grid (~4.5 core-hours)::
     .venv/bin/python bench/token_efficiency.py --budgets 1000000 --seeds 0,1,2 --rungs 0 --eval-every 8
         --runs searched-ce,searched-kd,searched-ce-w1 --merge docs/token_efficiency.json
         --json docs/token_efficiency.json
+
+The schedules of inherited weights at 1M against the same baselines (their run files are reused):
+``--runs searched-ce-w1-lr5,searched-ce-w1-lr3,searched-ce-w1-lr5-n01,searched-kd-w1-lr5`` (~2.5 core-hours).
 """
 
 from __future__ import annotations
@@ -67,7 +70,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "searched-ce": {"init": "searched", "train": {"kd": "none"}},
     "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": "none"}},
     "searched-ce-w1": {"init": "searched", "train": {"kd": "none", "warmup": 0.01}},
+    "searched-ce-w1-lr5": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4}},
+    "searched-ce-w1-lr3": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 3e-4}},
+    "searched-ce-w1-lr5-n01": {"init": "searched",
+                               "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "norm_lr": 0.1}},
     "searched-kd": {"init": "searched", "train": {}},
+    "searched-kd-w1-lr5": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4}},
+    "searched-kd-w1-lr5-early": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
     "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
@@ -309,7 +318,8 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
 
 def plot_seed_curves(out: Path, json_path: Path) -> list[Path]:
     """Per budget in ``OUT``'s run files, the validation curves of its lowest seed against training
-    tokens, the target marked, as ``<json stem>_<budget>_seed<S>.png`` beside ``json_path``."""
+    tokens, the target marked, as ``<json stem>_<budget>_seed<S>.png`` beside ``json_path``; the x axis
+    ends at 1.5x the longest searched run (the baseline runs on past it to the target)."""
     written = []
     for budget_dir in sorted((out / "results").glob("*/"), key=lambda d: int(d.name)):
         seed_dir = min(budget_dir.glob("seed*/"), key=lambda d: int(d.name[4:]), default=None)
@@ -320,7 +330,9 @@ def plot_seed_curves(out: Path, json_path: Path) -> list[Path]:
         curves = [RunCurve(r["run"], r["run"], r["tokens"], r["flops"], r["val_loss"]) for r in results]
         target = next((r["target_loss"] for r in results if r.get("target_loss") is not None), None)
         path = json_path.with_name(f"{json_path.stem}_{budget_dir.name}_{seed_dir.name}.png")
-        if plot_curves(curves, path, target=target) is not None:
+        searched = [t for c in curves if c.name != "random-ce" for t in c.tokens]
+        xmax = 1.5 * max(searched) if searched else None
+        if plot_curves(curves, path, target=target, xmax=xmax) is not None:
             written.append(path)
     return written
 

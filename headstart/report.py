@@ -109,8 +109,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: float | None = None,
-                x: str = "tokens") -> Path | None:
-    """Validation loss against tokens (or total FLOPs) for every run, as a PNG; ``None`` without matplotlib."""
+                x: str = "tokens", xmax: float | None = None) -> Path | None:
+    """Validation loss against tokens (or total FLOPs) for every run, as a PNG (``xmax``: where the x axis
+    ends, default the data's); ``None`` without matplotlib."""
     try:
         import matplotlib
 
@@ -126,7 +127,7 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target: the baseline's final loss")
     ax.set_xlabel("training tokens" if x == "tokens" else "total FLOPs (setup + training + teacher)")
     ax.set_ylabel("validation loss (nats)")
-    ax.set_xlim(left=0)
+    ax.set_xlim(left=0, right=xmax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
