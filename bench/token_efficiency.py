@@ -33,7 +33,8 @@ The 1M budget over 3 seeds, added to the committed grid (~4.5 core-hours)::
         --json docs/token_efficiency.json
 
 The schedules of inherited weights at 1M against the same baselines (their run files are reused):
-``--runs searched-ce-w1-lr5,searched-ce-w1-lr3,searched-ce-w1-lr5-n01,searched-kd-w1-lr5`` (~2.5 core-hours).
+``--runs searched-ce-w1-lr5,searched-ce-w1-lr3,searched-ce-w1-lr5-n01,searched-kd-w1-lr5,``
+``searched-kd-w1-lr5-early`` (~3 core-hours).
 """
 
 from __future__ import annotations
@@ -250,15 +251,17 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    names = sorted({r for runs in summary["results"].values() for r in runs if r != "random-ce"})
     for ax, key in zip(axes, ("token_ratio", "flops_ratio"), strict=True):
-        for run in sorted({r for runs in summary["results"].values() for r in runs if r != "random-ce"}):
+        for i, run in enumerate(names):
+            shift = 1.04 ** (i - (len(names) - 1) / 2)  # side by side at each budget (log x axis)
             budgets = [b for b in summary["budgets"] if run in summary["results"][str(b)]]
             stats = [summary["results"][str(b)][run][f"{key}_stats"] for b in budgets]
             keep = [(b, s) for b, s in zip(budgets, stats, strict=True) if s["mean"] is not None]
             if not keep:
                 continue
-            xs, ss = [b for b, _ in keep], [s for _, s in keep]
+            xs, ss = [b * shift for b, _ in keep], [s for _, s in keep]
             ax.errorbar(xs, [s["mean"] for s in ss], yerr=[[s["mean"] - s["min"] for s in ss],
                         [s["max"] - s["mean"] for s in ss]], marker="o", capsize=3, label=run)
         ax.axhline(1.0, color="grey", lw=0.8)
@@ -268,7 +271,7 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
                                            for b in summary["budgets"]])
         ax.minorticks_off()
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
