@@ -20,7 +20,8 @@ changing one lever of ``searched-kd`` or ``searched-ce``. The summary (``--json`
 and run the per-seed token and FLOPs ratios against random init, with their mean and spread, and a
 power-law fit of each ratio against the budget; it prints as a Markdown table. Beside it go a plot of
 the ratios against the budget and, per budget, its lowest seed's validation curves.
-``--merge FILE`` keeps the budgets of an earlier summary whose run files are gone (the committed grid).
+``--merge FILE`` keeps the runs of an earlier summary whose run files are gone (the committed grid) and
+rebuilds the baselines missing from ``OUT`` from it, so new variants meet the same targets.
 ``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed).
 
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
@@ -34,7 +35,15 @@ The 1M budget over 3 seeds, added to the committed grid (~4.5 core-hours)::
 
 The schedules of inherited weights at 1M against the same baselines (their run files are reused):
 ``--runs searched-ce-w1-lr5,searched-ce-w1-lr3,searched-ce-w1-lr5-n01,searched-kd-w1-lr5,``
-``searched-kd-w1-lr5-early`` (~3 core-hours).
+``searched-kd-w1-lr5-early`` (~3 core-hours). The half batch and the short schedules against the
+committed baselines, rebuilt from the summary (``--merge``; their run files are gone)::
+
+    .venv/bin/python bench/token_efficiency.py --budgets 1000000 --seeds 0,1,2 --rungs 0 --eval-every 8
+        --runs searched-kd-early-h16,searched-kd-early-h16-b4,searched-kd-w1-lr5-early-b4,searched-ce-w1-lr5-b4,
+        searched-kd-w1-lr5-b4 --merge docs/token_efficiency.json --json docs/token_efficiency.json
+
+and random init at the half batch against the same targets (``--runs random-ce-b4``, ``--eval-every 16``
+at 125k, ``64`` at 1M).
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ CALIB = (64, 128)  # reconstruction: calibration windows x tokens from the train
 #: the train options it changes from the recipe's train section (distilled unless ``kd: none``).
 VARIANTS: dict[str, dict[str, Any]] = {
     "random-ce": {"init": "random", "train": {"kd": "none"}},
+    "random-ce-b4": {"init": "random", "train": {"kd": "none", "batch_size": 4}},  # is the baseline's batch fair?
     "searched-ce": {"init": "searched", "train": {"kd": "none"}},
     "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": "none"}},
     "searched-ce-w1": {"init": "searched", "train": {"kd": "none", "warmup": 0.01}},
@@ -78,6 +88,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "searched-kd": {"init": "searched", "train": {}},
     "searched-kd-w1-lr5": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4}},
     "searched-kd-w1-lr5-early": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03}},
+    # A schedule sized to the head start: the whole schedule spans `horizon` of the budget (then the run
+    # ends), with the 10-step warmup and 5e-4 peak above and KD for its first ~30k tokens at 1M.
+    "searched-ce-h16": {"init": "searched", "horizon": 1 / 16, "train": {"kd": "none", "warmup": 10, "lr": 5e-4}},
+    "searched-kd-early-h16": {"init": "searched", "horizon": 1 / 16,
+                              "train": {"warmup": 10, "lr": 5e-4, "kd_until": 0.5}},
+    "searched-kd-early-h10": {"init": "searched", "horizon": 1 / 10,
+                              "train": {"warmup": 10, "lr": 5e-4, "kd_until": 0.3}},
+    "searched-kd-early-h16-b4": {"init": "searched", "horizon": 1 / 16,  # half the batch: twice the steps
+                                 "train": {"warmup": 20, "lr": 5e-4, "kd_until": 0.5, "batch_size": 4}},
+    "searched-ce-h16-b4": {"init": "searched", "horizon": 1 / 16,
+                           "train": {"kd": "none", "warmup": 20, "lr": 5e-4, "batch_size": 4}},
+    "searched-ce-w1-lr5-b4": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
+    "searched-kd-w1-lr5-b4": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
+    "searched-kd-w1-lr5-early-b4": {"init": "searched",
+                                    "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
     "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
@@ -133,9 +158,10 @@ def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: in
 
     recipe = pipe.recipe
     values = {**dataclasses.asdict(recipe.train), **VARIANTS[name]["train"]}
-    steps = budget // (values["batch_size"] * values["seq_len"])
+    tokens = int(round(budget * VARIANTS[name].get("horizon", 1.0)))
+    steps = tokens // (values["batch_size"] * values["seq_len"])
     baseline = name == "random-ce"
-    values.update(tokens=budget, student=student, teacher=recipe.teacher, data=str(pipe.out / "data"),
+    values.update(tokens=tokens, student=student, teacher=recipe.teacher, data=str(pipe.out / "data"),
                   out=str(run_dir), eval_windows=args.val_windows, eval_seed=0, progress=False,
                   eval_every=max(1, steps // args.baseline_evals) if baseline else args.eval_every,
                   save_every=max(1, steps // 10), target_loss=None if baseline or args.full else target,
@@ -219,6 +245,30 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
     return result
 
 
+def baseline_from_summary(summary: dict[str, Any], budget: int, seed: int) -> dict[str, Any] | None:
+    """The random-init baseline of (``budget``, ``seed``) rebuilt from an earlier summary whose run files
+    are gone: its final loss, and its tokens and FLOPs at the end (each searched run's ratio times its
+    crossing), so later variants are measured against the same target; ``None`` if the summary lacks it."""
+    runs = summary["results"].get(str(budget), {})
+    if "random-ce" not in runs or seed not in runs["random-ce"]["seeds"]:
+        return None
+    row = runs["random-ce"]
+    i = row["seeds"].index(seed)
+    for name, other in runs.items():
+        if name == "random-ce" or seed not in other["seeds"]:
+            continue
+        j = other["seeds"].index(seed)
+        if other["token_ratio"][j] and other["flops_ratio"][j]:
+            tokens = other["token_ratio"][j] * other["tokens_to_target"][j]
+            flops = other["flops_ratio"][j] * other["flops_to_target"][j]
+            return {"run": "random-ce", "seed": seed, "budget": budget, "variant": VARIANTS["random-ce"],
+                    "setup_flops": {}, "initial_loss": row["initial_loss"][i], "final_loss": row["final_loss"][i],
+                    "tokens": [0, round(tokens)], "flops": [0.0, flops],
+                    "val_loss": [row["initial_loss"][i], row["final_loss"][i]], "target_loss": None,
+                    "eval_every": row["eval_every"][i], "rebuilt_from_summary": True}
+    return None
+
+
 def _stats(values: list[float | None]) -> dict[str, Any]:
     got = [v for v in values if v is not None]
     return {"mean": statistics.fmean(got) if got else None,
@@ -251,8 +301,9 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8))
     names = sorted({r for runs in summary["results"].values() for r in runs if r != "random-ce"})
+    colors = plt.get_cmap("tab20").colors
     for ax, key in zip(axes, ("token_ratio", "flops_ratio"), strict=True):
         for i, run in enumerate(names):
             shift = 1.04 ** (i - (len(names) - 1) / 2)  # side by side at each budget (log x axis)
@@ -263,7 +314,8 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
                 continue
             xs, ss = [b * shift for b, _ in keep], [s for _, s in keep]
             ax.errorbar(xs, [s["mean"] for s in ss], yerr=[[s["mean"] - s["min"] for s in ss],
-                        [s["max"] - s["mean"] for s in ss]], marker="o", capsize=3, label=run)
+                        [s["max"] - s["mean"] for s in ss]], marker="o", capsize=3, label=run,
+                        color=colors[i % len(colors)])
         ax.axhline(1.0, color="grey", lw=0.8)
         ax.set(xscale="log", xlabel="training budget (tokens)", ylabel=key.replace("_", " ") + " vs random init",
                title=key.replace("_", " "))
@@ -271,8 +323,9 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
                                            for b in summary["budgets"]])
         ax.minorticks_off()
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -301,9 +354,10 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "merge", None):  # an earlier summary's budgets that these run files don't cover
         earlier = json.loads(args.merge.read_text())
         for budget, runs in earlier["results"].items():
-            if budget not in results:
-                results[budget] = runs
-                seeds.update(s for row in runs.values() for s in row["seeds"])
+            for name, row in runs.items():
+                if name not in results.setdefault(budget, {}):
+                    results[budget][name] = row
+                    seeds.update(row["seeds"])
     budgets = sorted(int(b) for b in results)
     fits = {run: {key: scaling_fit([(int(b), v) for b, runs in results.items() if run in runs
                                     for v in runs[run][key]]) for key in ("token_ratio", "flops_ratio")}
@@ -328,6 +382,7 @@ def plot_seed_curves(out: Path, json_path: Path) -> list[Path]:
         seed_dir = min(budget_dir.glob("seed*/"), key=lambda d: int(d.name[4:]), default=None)
         files = [f for f in seed_dir.glob("*.json") if f.stem in VARIANTS] if seed_dir else []
         results = [json.loads(f.read_text()) for f in sorted(files, key=lambda f: list(VARIANTS).index(f.stem))]
+        results = [r for r in results if not r.get("rebuilt_from_summary")]  # only its end point is known
         if not results:
             continue
         curves = [RunCurve(r["run"], r["run"], r["tokens"], r["flops"], r["val_loss"]) for r in results]
@@ -385,8 +440,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "token_efficiency")
     p.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "token_efficiency.json")
     p.add_argument("--summarize", action="store_true", help="only write the summary of the finished runs")
-    p.add_argument("--merge", type=Path, help="an earlier summary JSON whose budgets missing from OUT's run "
-                   "files are kept in the summary (and its fit)")
+    p.add_argument("--merge", type=Path, help="an earlier summary JSON whose runs missing from OUT's run "
+                   "files are kept in the summary (and its fit); baselines missing from OUT are rebuilt from it")
     p.add_argument("--starts", type=Path, help="only measure each seed's untrained starts (random, searched, "
                    "reconstructed) and write them to this JSON")
     args = p.parse_args()
@@ -402,6 +457,11 @@ def main() -> None:
         for seed in args.seeds:
             pipe = seed_pipeline(args, seed)
             for budget in args.budgets:
+                earlier = json.loads(args.merge.read_text()) if args.merge else None
+                rebuilt = baseline_from_summary(earlier, budget, seed) if earlier else None
+                baseline_file = args.out / "results" / str(budget) / f"seed{seed}" / "random-ce.json"
+                if rebuilt and not baseline_file.is_file():
+                    _write_json(baseline_file, rebuilt)
                 baseline = run_one(pipe, args, budget, "random-ce", None)
                 for name in runs[1:]:
                     run_one(pipe, args, budget, name, baseline)

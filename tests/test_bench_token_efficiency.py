@@ -105,3 +105,47 @@ def test_seed_curves_plot_the_lowest_seed_of_each_budget(bench, tmp_path):
                                         "val_loss": loss, "target_loss": None if run == "random-ce" else 4.0}))
     written = bench.plot_seed_curves(tmp_path, tmp_path / "te.json")
     assert written == [tmp_path / "te_250000_seed1.png"] and written[0].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_merge_keeps_an_earlier_summarys_runs_that_the_run_files_lack(bench, tmp_path):
+    earlier_out, out = tmp_path / "earlier", tmp_path / "now"
+    for seed in (0, 1):
+        _result(earlier_out, 1_000_000, seed, "random-ce", None)
+        _result(earlier_out, 1_000_000, seed, "searched-ce", 10.0 + seed)
+        _result(out, 1_000_000, seed, "random-ce", None)
+        _result(out, 1_000_000, seed, "searched-kd-early-h16", 20.0 + seed)
+    args = argparse.Namespace(out=earlier_out, val_windows=128, recipe=None, eval_every=4, baseline_evals=8,
+                              full=False, evaluations=None, rungs=0)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps(bench.summarize(args)))
+    runs = bench.summarize(argparse.Namespace(**{**vars(args), "out": out, "merge": earlier}))["results"]["1000000"]
+    assert runs["searched-ce"]["token_ratio"] == [10.0, 11.0]  # kept: the new run files lack it
+    assert runs["searched-kd-early-h16"]["token_ratio"] == [20.0, 21.0]
+
+
+def test_a_baseline_is_rebuilt_from_an_earlier_summary(bench):
+    row = {"seeds": [0, 2], "final_loss": [4.6, 4.5], "initial_loss": [10.9, 10.8], "eval_every": [122, 122]}
+    summary = {"results": {"1000000": {
+        "random-ce": row,
+        "searched-ce": {"seeds": [2], "token_ratio": [None], "flops_ratio": [None], "tokens_to_target": [None],
+                        "flops_to_target": [None]},
+        "searched-kd": {"seeds": [0, 2], "token_ratio": [20.0, 16.0], "flops_ratio": [10.0, 8.0],
+                        "tokens_to_target": [50_000.0, 62_500.0], "flops_to_target": [3e13, 4e13]}}}}
+    rebuilt = bench.baseline_from_summary(summary, 1_000_000, 2)
+    assert rebuilt["final_loss"] == 4.5 and rebuilt["tokens"][-1] == 1_000_000
+    assert rebuilt["flops"][-1] == pytest.approx(3.2e14) and rebuilt["rebuilt_from_summary"]
+    assert bench.baseline_from_summary(summary, 1_000_000, 1) is None  # no baseline for that seed
+    assert bench.baseline_from_summary(summary, 500_000, 0) is None
+
+
+def test_a_horizon_variant_spans_its_fraction_of_the_budget(bench, tmp_path):
+    from types import SimpleNamespace
+
+    from headstart.train.config import TrainConfig
+
+    train = TrainConfig(student="s", data="d", out="o", teacher="t", batch_size=8, seq_len=128, lr=1e-3)
+    pipe = SimpleNamespace(recipe=SimpleNamespace(train=train, teacher="t"), out=tmp_path)
+    args = argparse.Namespace(val_windows=128, baseline_evals=8, eval_every=8, full=False)
+    cfg = bench.train_config(pipe, args, "searched-kd-early-h16", 1_000_000, "spec.yaml", 4.6, tmp_path / "run")
+    assert cfg.tokens == 62_500 and cfg.kd_until == 0.5 and cfg.lr == 5e-4 and cfg.target_loss == 4.6
+    assert bench.train_config(pipe, args, "random-ce", 1_000_000, "r", None, tmp_path / "b").tokens == 1_000_000

@@ -13,7 +13,7 @@ import yaml
 from headstart.cli import main
 from headstart.errors import ConfigError, Interrupted
 from headstart.pipeline import Pipeline
-from headstart.recipe import INHERITED, load_recipe
+from headstart.recipe import INHERITED, INHERITED_BATCH, load_recipe
 from headstart.report import run_curve
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -155,6 +155,8 @@ def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
     ({"search": {"params": "1M"}, "compare": {"inherited": {"warmup": -1}}}, r"--warmup -1.0 must not be negative"),
     ({"search": {"params": "1M"}, "compare": {"inherited": {"lrr": 1}}}, r"compare.inherited.lrr.*did you mean"),
     ({"search": {"params": "1M"}, "compare": {"inherited": 0.01}}, r"compare.inherited must be dict, got 0.01"),
+    ({"search": {"params": "1M"}, "compare": {"inherited_batch": 0}}, r"compare.inherited_batch 0.* must lie in"),
+    ({"search": {"params": "1M"}, "compare": {"inherited_batch": 2}}, r"compare.inherited_batch 2.* must lie in"),
 ])
 def test_recipe_errors_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
@@ -171,8 +173,21 @@ def test_runs_from_the_teachers_weights_take_the_inherited_options():
     assert (searched.lr, searched.warmup) == (2e-4, INHERITED["warmup"])  # a run's own override wins
     one = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": {"warmup": 0.02}}})
     assert (one.train_config("searched-kd", "b", spec).warmup, one.compare.inherited["lr"]) == (0.02, INHERITED["lr"])
-    plain = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": None}})
+    plain = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": None, "inherited_batch": 1}})
     assert plain.train_config("searched-kd", "b", spec).warmup == plain.train.warmup
+    assert plain.train_config("searched-kd", "b", spec).batch_size == plain.train.batch_size
+
+
+def test_runs_from_the_teachers_weights_take_a_fraction_of_the_batch():
+    recipe = load_recipe({"search": {"params": "1M"}, "train": {"batch_size": 8}, "compare": {
+        "overrides": {"searched-ce": {"batch_size": 6}}}})
+    sizes = {n: recipe.train_config(n, "b", Path("s.yaml")).batch_size for n in recipe.compare.runs}
+    assert recipe.compare.inherited_batch == INHERITED_BATCH == 0.5
+    assert sizes == {"random-ce": 8, "first-k-kd": 4, "searched-ce": 6, "searched-kd": 4}  # an override wins
+    odd = load_recipe({"search": {"params": "1M"}, "train": {"batch_size": 1}})
+    assert odd.train_config("searched-kd", "b", Path("s.yaml")).batch_size == 1  # never below one window
+    explicit = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": {"batch_size": 16}}})
+    assert explicit.train_config("searched-kd", "b", Path("s.yaml")).batch_size == 16
 
 
 def test_yaml_numbers_are_numbers():
