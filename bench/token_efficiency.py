@@ -101,6 +101,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
                            "train": {"kd": "none", "warmup": 20, "lr": 5e-4, "batch_size": 4}},
     "searched-ce-w1-lr5-b4": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-w1-lr5-b4": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
+    "searched-kd-w1-lr5-b4-hidden": {"init": "searched",
+                                     "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4, "hidden_weight": 1.0}},
     "searched-kd-w1-lr5-early-b4": {"init": "searched",
                                     "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
