@@ -90,15 +90,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "searched-kd-w1-lr5-early": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03}},
     # A schedule sized to the head start: the whole schedule spans `horizon` of the budget (then the run
     # ends), with the 10-step warmup and 5e-4 peak above and KD for its first ~30k tokens at 1M.
-    "searched-ce-h16": {"init": "searched", "horizon": 1 / 16, "train": {"kd": "none", "warmup": 10, "lr": 5e-4}},
     "searched-kd-early-h16": {"init": "searched", "horizon": 1 / 16,
                               "train": {"warmup": 10, "lr": 5e-4, "kd_until": 0.5}},
-    "searched-kd-early-h10": {"init": "searched", "horizon": 1 / 10,
-                              "train": {"warmup": 10, "lr": 5e-4, "kd_until": 0.3}},
     "searched-kd-early-h16-b4": {"init": "searched", "horizon": 1 / 16,  # half the batch: twice the steps
                                  "train": {"warmup": 20, "lr": 5e-4, "kd_until": 0.5, "batch_size": 4}},
-    "searched-ce-h16-b4": {"init": "searched", "horizon": 1 / 16,
-                           "train": {"kd": "none", "warmup": 20, "lr": 5e-4, "batch_size": 4}},
     "searched-ce-w1-lr5-b4": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-w1-lr5-b4": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-w1-lr5-b4-hidden": {"init": "searched",
@@ -353,7 +348,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     for runs in results.values():
         for row in runs.values():
             row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
-    if getattr(args, "merge", None):  # an earlier summary's budgets that these run files don't cover
+    if getattr(args, "merge", None):  # an earlier summary's runs that these run files don't cover
         earlier = json.loads(args.merge.read_text())
         for budget, runs in earlier["results"].items():
             for name, row in runs.items():
@@ -456,10 +451,10 @@ def main() -> None:
                                   "seeds": [start_losses(seed_pipeline(args, seed), args) for seed in args.seeds]})
         return
     if not args.summarize:
+        earlier = json.loads(args.merge.read_text()) if args.merge else None
         for seed in args.seeds:
             pipe = seed_pipeline(args, seed)
             for budget in args.budgets:
-                earlier = json.loads(args.merge.read_text()) if args.merge else None
                 rebuilt = baseline_from_summary(earlier, budget, seed) if earlier else None
                 baseline_file = args.out / "results" / str(budget) / f"seed{seed}" / "random-ce.json"
                 if rebuilt and not baseline_file.is_file():

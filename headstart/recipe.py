@@ -53,7 +53,7 @@ INHERITED = {"warmup": 0.01, "lr": 5e-4}
 #: 25.5x fewer tokens and 12.8x fewer FLOPs on the mean, against 18.6x / 9.5x at the full batch and
 #: 14.9x / 7.8x on random init's schedule (bench/token_efficiency.py: ``searched-kd-w1-lr5-b4``,
 #: ``searched-kd-w1-lr5``, ``searched-kd``); CE alone is level (15.4x vs 15.8x). Random init
-#: gains 1.6x from the half batch at 125k but 1.05x at 1M (README, token-efficiency benchmark).
+#: gains 1.6x from the half batch at 125k but 1.05x at 1M, one seed (README, token-efficiency benchmark).
 INHERITED_BATCH = 0.5
 
 
