@@ -49,6 +49,7 @@ at 125k, ``64`` at 1M).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -72,6 +73,7 @@ from headstart.train.config import TrainConfig
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
 CALIB = (64, 128)  # reconstruction: calibration windows x tokens from the train split
+CACHE_K = 64  # teacher log-probs kept per token by the cached variants
 
 #: run name -> how it starts ("random" or "searched"), whether its weights are reconstructed, and
 #: the train options it changes from the recipe's train section (distilled unless ``kd: none``).
@@ -100,6 +102,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                      "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4, "hidden_weight": 1.0}},
     "searched-kd-w1-lr5-early-b4": {"init": "searched",
                                     "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03, "batch_size": 4}},
+    # alpha (the weight of CE) around the default 0.5
+    "searched-kd-w1-lr5-b4-a2": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4,
+                                                               "alpha": 0.2}},
+    "searched-kd-w1-lr5-b4-a8": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4,
+                                                               "alpha": 0.8}},
+    # KD from the teacher's top-64 log-probs, cached once per seed (`headstart cache-logits --tokens`) for
+    # the first `cache` tokens the seed's runs draw, then CE: one cache serves the seed's runs at every budget
+    "searched-kd-w1-lr5-b4-cache": {"init": "searched", "cache": 32_768,
+                                    "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
     "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
@@ -148,6 +159,23 @@ def reconstructed(pipe: Pipeline, label: str) -> tuple[Path, dict[str, Any]]:
     return out, json.loads(stats_file.read_text())
 
 
+def teacher_cache(pipe: Pipeline, tokens: int) -> tuple[Path, float]:
+    """The seed's top-k teacher cache of the windows its runs draw in their first ``tokens`` tokens
+    (``OUT/seed<S>/teacher-cache-<tokens>``, built once) and the teacher FLOPs that built it."""
+    from headstart.commands import cache_logits
+    from headstart.configs import CacheLogitsConfig
+
+    path, recipe = pipe.out / f"teacher-cache-{tokens}", pipe.recipe
+    if not path.is_dir():
+        cache_logits.run(build(CacheLogitsConfig, {
+            "teacher": recipe.teacher, "data": str(pipe.out / "data"), "out": str(path), "k": CACHE_K,
+            "seq_len": recipe.train.seq_len, "tokens": tokens, "seed": recipe.train.seed,
+            "dtype": recipe.train.dtype, "progress": False}, where="the teacher cache"))
+    windows = json.loads((path / "cache.json").read_text())["windows"]
+    teacher_fpt = json.loads((pipe.out / "search" / "teacher.json").read_text())["flops_per_token"]
+    return path, windows * recipe.train.seq_len * teacher_fpt
+
+
 def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: int, student: str,
                  target: float | None, run_dir: Path) -> TrainConfig:
     """The training options of run ``name``: the recipe's train section, the variant's changes, the budget."""
@@ -157,6 +185,9 @@ def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: in
     values = {**dataclasses.asdict(recipe.train), **VARIANTS[name]["train"]}
     tokens = int(round(budget * VARIANTS[name].get("horizon", 1.0)))
     steps = tokens // (values["batch_size"] * values["seq_len"])
+    if "cache" in VARIANTS[name]:  # distil while the cache lasts
+        values.update(teacher_cache=str(teacher_cache(pipe, VARIANTS[name]["cache"])[0]),
+                      kd_until=min(1.0, VARIANTS[name]["cache"] / tokens))
     baseline = name == "random-ce"
     values.update(tokens=tokens, student=student, teacher=recipe.teacher, data=str(pipe.out / "data"),
                   out=str(run_dir), eval_windows=args.val_windows, eval_seed=0, progress=False,
@@ -213,6 +244,8 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
     if variant.get("reconstruct"):
         path, stats = reconstructed(pipe, label)
         student, setup["reconstruction"] = str(path), stats["flops"]
+    if "cache" in variant:  # charged whole to every run; the summary also shares it among the seed's runs
+        setup["teacher_cache"] = teacher_cache(pipe, variant["cache"])[1]
     run_dir = args.out / f"seed{seed}" / "runs" / str(budget) / name
     cfg = train_config(pipe, args, name, budget, student, baseline["final_loss"] if baseline else None, run_dir)
     if not cfg.resume:
@@ -329,12 +362,21 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
+def _amortised(result: dict[str, Any], readers: int) -> float | None:
+    """FLOPs ratio of a cached run when its cache's teacher FLOPs are shared by ``readers`` runs."""
+    if not result.get("flops_to_target"):
+        return None
+    baseline = result["flops_ratio"] * result["flops_to_target"]
+    return baseline / (result["flops_to_target"] - result["setup_flops"]["teacher_cache"] * (1 - 1 / readers))
+
+
 def summarize(args: argparse.Namespace) -> dict[str, Any]:
     """Every finished run's result under ``OUT/results``, as per-seed lists per budget and run."""
     results: dict[str, dict[str, Any]] = {}
     seeds: set[int] = set()
-    for path in sorted((args.out / "results").glob("*/seed*/*.json")):
-        r = json.loads(path.read_text())
+    found = [json.loads(path.read_text()) for path in sorted((args.out / "results").glob("*/seed*/*.json"))]
+    readers = collections.Counter((r["seed"], r["variant"]["cache"]) for r in found if "cache" in r["variant"])
+    for r in found:
         seeds.add(r["seed"])
         row = results.setdefault(str(r["budget"]), {}).setdefault(r["run"], {
             "seeds": [], "token_ratio": [], "flops_ratio": [], "tokens_to_target": [], "flops_to_target": [],
@@ -345,9 +387,15 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             row[key].append(r.get(key, 1.0 if r["run"] == "random-ce" and key.endswith("ratio") else None))
         row["setup_flops"].append(r["setup_flops"])
         row["eval_every"].append(r.get("eval_every"))
+        if "cache" in r["variant"]:  # the cache's teacher FLOPs shared by the seed's runs that read it
+            shared = readers[r["seed"], r["variant"]["cache"]]
+            row.setdefault("cache_readers", []).append(shared)
+            row.setdefault("flops_ratio_amortised", []).append(_amortised(r, shared))
     for runs in results.values():
         for row in runs.values():
-            row["token_ratio_stats"], row["flops_ratio_stats"] = _stats(row["token_ratio"]), _stats(row["flops_ratio"])
+            for key in ("token_ratio", "flops_ratio", "flops_ratio_amortised"):
+                if key in row:
+                    row[f"{key}_stats"] = _stats(row[key])
     if getattr(args, "merge", None):  # an earlier summary's runs that these run files don't cover
         earlier = json.loads(args.merge.read_text())
         for budget, runs in earlier["results"].items():
@@ -410,8 +458,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
         for name in sorted(runs, key=list(VARIANTS).index):
             row = runs[name]
             if name != "random-ce":
+                shared = (f"; the cache shared by {min(row['cache_readers'])}–{max(row['cache_readers'])} runs: "
+                          f"{cell(row['flops_ratio_amortised_stats'])}" if "cache_readers" in row else "")
                 lines.append(f"| {budget:,} | {name} | {len(row['seeds'])} | {target:.3f} | "
-                             f"{cell(row['token_ratio_stats'])} | {cell(row['flops_ratio_stats'])} |")
+                             f"{cell(row['token_ratio_stats'])} | {cell(row['flops_ratio_stats'])}{shared} |")
     return "\n".join(lines)
 
 

@@ -247,10 +247,10 @@ class CacheLogitsConfig:
     seq_len: int = option(256, "tokens per window: the same as headstart train's")
     k: int = option(64, "log-probabilities kept per token")
     split: str = option("train", "split to cache")
-    tokens: int | None = option(None, "only the windows a training run of this many tokens draws (same --seed "
-                                "and --batch-size); default: the whole split")
+    tokens: int | None = option(None, "only the windows a training run of this many tokens draws (same --seed; "
+                                "any batch size or process count); default: the whole split")
     batch_size: int = option(8, "windows per teacher forward (and per training batch)")
-    seed: int = option(0, "the training run's seed (with --tokens)")
+    seed: int = option(0, "the training run's seed (with --tokens): it orders the windows")
     shard_windows: int = option(1024, "windows per shard file")
     dtype: str = option("auto", DTYPE_HELP, choices=DTYPES)
     progress: bool = option(True, "progress bar")

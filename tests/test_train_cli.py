@@ -81,6 +81,31 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     assert again["final"]["kd"] > 0
 
 
+
+def test_cache_of_a_seeds_first_tokens_serves_its_runs(setup, tmp_path, capsys):
+    """`--tokens N --seed S` caches the windows a run of seed S draws in its first N tokens, whatever its
+    batch size: such runs train from it, and the cache is smaller than the split."""
+    from headstart.data import WindowLoader
+
+    cache = tmp_path / "cache"
+    assert _run(["cache-logits", "--teacher", setup["teacher"], "--data", setup["data"], "--out", str(cache),
+                 "--seq-len", "16", "--k", "8", "--tokens", str(8 * 16), "--seed", "3", "--dtype", "float32",
+                 "--no-progress"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    loader = WindowLoader(setup["data"], "train", 16, 1, seed=3)
+    drawn = loader.read_windows(loader.window_ids(0, 8))
+    assert info["windows"] == len(torch.unique(drawn, dim=0)) < loader.windows_per_epoch  # repeats stored once
+    for batch in ("2", "4"):
+        assert _run(["train", "--student", setup["spec"], "--teacher", setup["teacher"], "--teacher-cache",
+                     str(cache), "--data", setup["data"], "--out", str(tmp_path / f"b{batch}"), "--tokens",
+                     str(8 * 16), "--seq-len", "16", "--batch-size", batch, "--seed", "3", "--dtype", "float32",
+                     "--no-progress", "--eval-windows", "2"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--student", setup["spec"], "--teacher", setup["teacher"], "--teacher-cache", str(cache),
+              "--data", setup["data"], "--out", str(tmp_path / "other"), "--tokens", str(8 * 16), "--seq-len", "16",
+              "--batch-size", "2", "--seed", "4", "--dtype", "float32", "--no-progress", "--eval-windows", "2"]) == 2
+    assert "cache" in capsys.readouterr().err  # another seed draws other windows
+
 def test_online_random_student_with_padded_teacher_vocab(setup, tmp_path, capsys):
     """A teacher with 64 padded embedding rows still distils over the tokenizer's 512 tokens."""
     torch.manual_seed(5)  # not the student's init seed (0): a random student must not equal its teacher

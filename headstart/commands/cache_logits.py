@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headstart.commands.progress import Bars
 from headstart.configs import CacheLogitsConfig
 from headstart.errors import DataError
 
+if TYPE_CHECKING:
+    import numpy as np
+
+    from headstart.data import WindowLoader
+
 
 def run(cfg: CacheLogitsConfig) -> Path:
     """Build the cache; returns its directory."""
-    import numpy as np
-
     from headstart import parallel, precision, preflight
     from headstart.data import WindowLoader, check_tokenizer, check_vocab, read_manifest
     from headstart.teacher import load_teacher, model_config
@@ -32,17 +36,27 @@ def run(cfg: CacheLogitsConfig) -> Path:
     device = parallel.device()
     teacher.model.to(device)
     autocast = precision.autocast(precision.compute_dtype(cfg.dtype, device), device)
-    loader = WindowLoader(cfg.data, cfg.split, cfg.seq_len, cfg.batch_size, shuffle=False, epochs=1)
-    n = loader.windows_per_epoch
-    max_windows = n if cfg.tokens is None else max(1, cfg.tokens // cfg.seq_len)
-    # every window of the split in order, the last partial batch included (training shuffles them all)
-    batches = (loader.read_windows(np.arange(s, min(n, s + cfg.batch_size))) for s in range(0, n, cfg.batch_size))
+    loader = WindowLoader(cfg.data, cfg.split, cfg.seq_len, cfg.batch_size, seed=cfg.seed)
+    ids = drawn_windows(loader, cfg.tokens)
+    batches = (loader.read_windows(ids[s:s + cfg.batch_size]) for s in range(0, len(ids), cfg.batch_size))
     meta = {"teacher": cfg.teacher, "teacher_fingerprint": teacher.fingerprint, "data": str(cfg.data),
-            "data_fingerprint": manifest.get("key"), "split": cfg.split}
+            "data_fingerprint": manifest.get("key"), "split": cfg.split, "tokens": cfg.tokens, "seed": cfg.seed}
     with Bars(cfg.progress) as progress:
         return build_cache(teacher.model, batches, cfg.out, k=cfg.k, vocab=vocab, seq_len=cfg.seq_len, meta=meta,
-                           shard_windows=cfg.shard_windows, max_windows=min(max_windows, n), autocast=autocast,
+                           shard_windows=cfg.shard_windows, max_windows=len(ids), autocast=autocast,
                            progress=progress)
+
+
+def drawn_windows(loader: WindowLoader, tokens: int | None) -> np.ndarray:
+    """Window ids to cache, sorted: every window of the split, or (``tokens``) those that a training run
+    with the loader's seed draws in its first ``tokens`` tokens. The draw order depends on the seed only,
+    not on the batch size or the process count, so one cache serves every such run."""
+    import numpy as np
+
+    n = loader.windows_per_epoch
+    if tokens is None:
+        return np.arange(n)
+    return np.unique(loader.window_ids(0, -(-tokens // loader.seq_len)))
 
 
 def summary(out: Path, cfg: CacheLogitsConfig) -> str:
