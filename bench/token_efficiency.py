@@ -112,6 +112,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "searched-kd-w1-lr5-b4-cache": {"init": "searched", "cache": 32_768,
                                     "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
+    # reconstructed from the student's own inputs (two passes), on the default's schedule
+    "searched-kd-w1-lr5-b4-recs": {"init": "searched", "reconstruct": "student",
+                                   "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
     "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
     "searched-kd-wsd": {"init": "searched", "train": {"schedule": "wsd"}},
@@ -138,14 +141,15 @@ def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
     return pipe
 
 
-def reconstructed(pipe: Pipeline, label: str) -> tuple[Path, dict[str, Any]]:
-    """The searched student of ``label`` extracted with reconstructed weights (made once); its stats."""
+def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[Path, dict[str, Any]]:
+    """The searched student of ``label`` extracted with reconstructed weights (made once) from the teacher's
+    or (``inputs="student"``, two passes) the student's own inputs; its stats."""
     from headstart.calibration import calibration_tokens
     from headstart.extract import build_student, export
     from headstart.reconstruct import reconstruct
     from headstart.spec import SubnetSpec
 
-    out = pipe.out / "students" / label / "searched-rec"
+    out = pipe.out / "students" / label / ("searched-rec" if inputs == "teacher" else "searched-rec-student")
     stats_file = out.with_suffix(".json")
     if not (out.is_dir() and stats_file.is_file()):
         shutil.rmtree(out, ignore_errors=True)
@@ -153,7 +157,7 @@ def reconstructed(pipe: Pipeline, label: str) -> tuple[Path, dict[str, Any]]:
         tokens = calibration_tokens(str(pipe.out / "data"), teacher.tokenizer, *CALIB, seed=pipe.recipe.seed)
         student = build_student(teacher, spec)
         t0 = time.time()
-        stats = reconstruct(teacher, spec, student, tokens)
+        stats = reconstruct(teacher, spec, student, tokens, inputs=inputs, passes=1 if inputs == "teacher" else 2)
         export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
         _write_json(stats_file, {**stats, "wall_s": time.time() - t0})
     return out, json.loads(stats_file.read_text())
@@ -213,12 +217,13 @@ def start_losses(pipe: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
     sub-network, and the same reconstructed) and the reconstruction's calibration errors."""
     seed, label = pipe.recipe.seed, pipe.labels[0]
     spec = pipe.out / "students" / label / "searched.yaml"
-    path, stats = reconstructed(pipe, label)
+    rec = {inputs: reconstructed(pipe, label, inputs) for inputs in ("teacher", "student")}
     cfg = train_config(pipe, args, "random-ce", 1024 * 1024, f"random:{spec}", None, args.out / "unused")
-    losses = {name: initial_loss(pipe, dataclasses.replace(cfg, student=student))
-              for name, student in (("random", f"random:{spec}"), ("searched", str(spec)), ("searched-rec", str(path)))}
+    starts = {"random": f"random:{spec}", "searched": str(spec), "searched-rec": str(rec["teacher"][0]),
+              "searched-rec-student": str(rec["student"][0])}
+    losses = {name: initial_loss(pipe, dataclasses.replace(cfg, student=student)) for name, student in starts.items()}
     result = {"seed": seed, "val_tokens": cfg.eval_windows * cfg.seq_len, "initial_loss": losses,
-              "reconstruction": stats}
+              "reconstruction": rec["teacher"][1], "reconstruction_student": rec["student"][1]}
     print(f"[starts seed {seed}] " + json.dumps(result), flush=True)
     return result
 
@@ -242,7 +247,7 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
         setup = setup_costs(pipe.out, pipe.recipe, teacher_fpt, 0)
     student = f"random:{spec}" if variant["init"] == "random" else str(spec)
     if variant.get("reconstruct"):
-        path, stats = reconstructed(pipe, label)
+        path, stats = reconstructed(pipe, label, "student" if variant["reconstruct"] == "student" else "teacher")
         student, setup["reconstruction"] = str(path), stats["flops"]
     if "cache" in variant:  # charged whole to every run; the summary also shares it among the seed's runs
         setup["teacher_cache"] = teacher_cache(pipe, variant["cache"])[1]
@@ -375,7 +380,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     seeds: set[int] = set()
     found = [json.loads(path.read_text()) for path in sorted((args.out / "results").glob("*/seed*/*.json"))]
-    readers = collections.Counter((r["seed"], r["variant"]["cache"]) for r in found if "cache" in r["variant"])
+    readers = collections.Counter((r["seed"], r["variant"]["cache"]) for r in found if "cache" in r.get("variant", {}))
     for r in found:
         seeds.add(r["seed"])
         row = results.setdefault(str(r["budget"]), {}).setdefault(r["run"], {
@@ -387,7 +392,7 @@ def summarize(args: argparse.Namespace) -> dict[str, Any]:
             row[key].append(r.get(key, 1.0 if r["run"] == "random-ce" and key.endswith("ratio") else None))
         row["setup_flops"].append(r["setup_flops"])
         row["eval_every"].append(r.get("eval_every"))
-        if "cache" in r["variant"]:  # the cache's teacher FLOPs shared by the seed's runs that read it
+        if "cache" in r.get("variant", {}):  # the cache's teacher FLOPs shared by the seed's runs that read it
             shared = readers[r["seed"], r["variant"]["cache"]]
             row.setdefault("cache_readers", []).append(shared)
             row.setdefault("flops_ratio_amortised", []).append(_amortised(r, shared))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import logging
 import os
 import pickle
@@ -176,8 +177,13 @@ def init(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
 
 
 def destroy() -> None:
-    """Tear the process group down (no-op when there is none, and inside :func:`solo`)."""
+    """Tear the process group down (no-op when there is none, and inside :func:`solo`).
+
+    Garbage held in reference cycles (a DDP module, its reducer) is collected first, so every user of
+    the group is gone before the group is destroyed, not at interpreter exit: there, gloo's teardown
+    once aborted a finished rank ("terminate called without an active exception")."""
     if _grouped():
+        gc.collect()
         dist.destroy_process_group()
 
 

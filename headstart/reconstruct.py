@@ -12,12 +12,23 @@ in closed form, ``V^T = (X_K^T X_K + lam I)^-1 (X_K^T X W_H^T + lam S^T)``. Only
 accumulated in float64 in one pass over the calibration tokens, and solved in float64. The penalty
 is zero at ``S``, so the refit never has a larger calibration error than slicing; when ``K`` keeps
 every column, ``V = S`` exactly. Biases are left as sliced.
+
+With ``inputs="student"`` the inputs are the student's own activations ``Z`` [N, K] at that projection
+(after the earlier layers' cuts), and the target stays the teacher's output ``X W_H^T``:
+
+    V^T = (Z^T Z + lam I)^-1 (Z^T X W_H^T + lam S^T)
+
+which needs ``Z^T Z``, the cross term ``Z^T X`` and (for the error) ``X^T X``, accumulated while the
+teacher and the student run over the same calibration batch. Every layer is refit from the inputs of
+one student forward, so ``passes`` > 1 repeats the refit on the inputs of the student refit so far
+(each pass is ridge-anchored at the weights it starts from, so it never raises the error it sees).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 PARTS = ("attn", "mlp")
+INPUTS = ("teacher", "student")
 
 
 def collect_grams(model: nn.Module, adapter: Any, layers: list[int], tokens: Tensor,
@@ -62,55 +74,120 @@ def collect_grams(model: nn.Module, adapter: Any, layers: list[int], tokens: Ten
     return grams
 
 
-def refit(weight: Tensor, gram: Tensor, rows: list[int], cols: list[int], ridge: float) -> Tensor:
-    """The ridge refit ``V`` [len(rows), len(cols)] of ``weight`` [out, in] given the inputs' Gram [in, in]."""
+def collect_cross(teacher: nn.Module, student: nn.Module, adapter: Any, layers: list[int], tokens: Tensor,
+                  batch_size: int = 4) -> dict[tuple[int, str], Moments]:
+    """Per student layer ``i`` (teacher layer ``layers[i]``) and part: the :class:`Moments` of the student's
+    inputs ``Z`` and the teacher's ``X`` at the output projections, on the same calibration tokens."""
+    seen: dict[tuple[int, str], Tensor] = {}  # the teacher's inputs of the batch in flight
+    moments: dict[tuple[int, str], Moments] = {}
+
+    def teacher_hook(key: tuple[int, str]) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            seen[key] = args[0].detach().float().reshape(-1, args[0].shape[-1])
+        return hook
+
+    def student_hook(i: int, part: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[Tensor, ...]) -> None:
+            z, x = args[0].detach().float().reshape(-1, args[0].shape[-1]), seen[(layers[i], part)]
+            new = Moments((z.T @ z).double(), (z.T @ x).double(), (x.T @ x).double())
+            moments[(i, part)] = moments[(i, part)] + new if (i, part) in moments else new
+        return hook
+
+    getters = {"attn": adapter.attn_output_proj, "mlp": adapter.mlp_output_proj}
+    t_blocks, s_blocks = adapter.decoder_layers(teacher), adapter.decoder_layers(student)
+    handles = [getters[part](t_blocks[t]).register_forward_pre_hook(teacher_hook((t, part)))
+               for t in sorted(set(layers)) for part in PARTS]
+    handles += [getters[part](s_blocks[i]).register_forward_pre_hook(student_hook(i, part))
+                for i in range(len(layers)) for part in PARTS]
+    try:
+        with torch.no_grad():
+            for s in range(0, tokens.shape[0], batch_size):
+                for model in (teacher, student):  # the teacher first: the student's hooks read its inputs
+                    device = next(model.parameters()).device
+                    model.base_model(input_ids=tokens[s:s + batch_size].to(device), use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return moments
+
+
+@dataclass
+class Moments:
+    """Second moments of a projection's inputs: the student's ``Z^T Z`` [K, K], ``Z^T X`` [K, in] against
+    the teacher's inputs ``X``, and ``X^T X`` [in, in] (float64, summed over tokens)."""
+
+    zz: Tensor
+    zx: Tensor
+    xx: Tensor
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(self.zz + other.zz, self.zx + other.zx, self.xx + other.xx)
+
+    @classmethod
+    def of_teacher(cls, gram: Tensor, cols: list[int]) -> Moments:
+        """The moments when the student's inputs are the teacher's own, columns ``cols`` kept."""
+        k = torch.as_tensor(cols)
+        return cls(gram[k][:, k], gram[k], gram)
+
+
+def refit(weight: Tensor, m: Moments, rows: list[int], start: Tensor, ridge: float) -> Tensor:
+    """The ridge refit ``V`` [len(rows), K] of the teacher's ``weight`` [out, in], anchored at ``start``."""
     w = weight.detach().double().cpu()[torch.as_tensor(rows)]  # [H, in]
-    k = torch.as_tensor(cols)
-    g = gram.cpu()
-    gkk = g[k][:, k]
-    lam = ridge * float(gkk.diagonal().mean().clamp_min(1e-12))
-    rhs = g[k] @ w.T + lam * w[:, k].T  # [K, H]
-    v_t = torch.linalg.solve(gkk + lam * torch.eye(len(cols), dtype=torch.float64), rhs)
+    zz = m.zz.cpu()
+    lam = ridge * float(zz.diagonal().mean().clamp_min(1e-12))
+    rhs = m.zx.cpu() @ w.T + lam * start.detach().double().cpu().T  # [K, H]
+    v_t = torch.linalg.solve(zz + lam * torch.eye(zz.shape[0], dtype=torch.float64), rhs)
     return v_t.T.to(weight.dtype)
 
 
-def output_error(weight: Tensor, gram: Tensor, rows: list[int], cols: list[int], student_weight: Tensor) -> float:
-    """``||X_K V^T - X W_H^T||^2`` summed over the calibration tokens, from the Gram ``X^T X`` alone."""
+def output_error(weight: Tensor, m: Moments, rows: list[int], student_weight: Tensor) -> float:
+    """``||Z V^T - X W_H^T||^2`` summed over the calibration tokens, from the moments alone."""
     w = weight.detach().double().cpu()[torch.as_tensor(rows)]
-    full = torch.zeros_like(w)
-    full[:, torch.as_tensor(cols)] = student_weight.detach().double().cpu()
-    d = full - w  # the error is X d^T, whose squared norm is trace(d G d^T)
-    return float(torch.einsum("hi,ij,hj->", d, gram.cpu(), d))
+    v = student_weight.detach().double().cpu()
+    return float(torch.einsum("hk,kl,hl->", v, m.zz.cpu(), v) - 2 * torch.einsum("hk,ki,hi->", v, m.zx.cpu(), w)
+                 + torch.einsum("hi,ij,hj->", w, m.xx.cpu(), w))
 
 
 def reconstruct(teacher: Any, spec: SubnetSpec, student: nn.Module, tokens: Tensor, ridge: float = 1e-3,
-                batch_size: int = 4) -> dict[str, float]:
+                batch_size: int = 4, inputs: str = "teacher", passes: int = 1) -> dict[str, Any]:
     """Refit ``student``'s attention and MLP output projections in place (see the module docstring).
 
     ``student`` is :func:`headstart.extract.build_student` of ``spec``; ``tokens`` [N, L] are the
-    calibration windows. Returns the calibration errors before and after (summed over layers and
-    both projections) and the FLOPs spent (teacher forward, Gram accumulation, solves).
+    calibration windows; ``inputs`` is ``teacher`` (its activations) or ``student`` (the student's own,
+    ``passes`` times). Returns the calibration errors before the first pass and after the last (summed
+    over layers and both projections, per token, on the inputs that pass saw) and the FLOPs spent
+    (forwards, moments, solves).
     """
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {INPUTS}, not {inputs!r}")
+    if passes < 1 or (inputs == "teacher" and passes != 1):
+        raise ValueError("passes must be at least 1 (and 1 with the teacher's inputs, which never change)")
     adapter = teacher.adapter
-    grams = collect_grams(teacher.model, adapter, list(spec.layers), tokens, batch_size)
     t_blocks, s_blocks = adapter.decoder_layers(teacher.model), adapter.decoder_layers(student)
-    rows = list(spec.hidden)
-    n_tokens = tokens.numel()
-    before = after = 0.0
-    flops = float(adapter.counts(None, tokens.shape[1]).flops_per_token) * n_tokens
+    rows, n_tokens = list(spec.hidden), tokens.numel()
     getters = {"attn": adapter.attn_output_proj, "mlp": adapter.mlp_output_proj}
-    for i, t in enumerate(spec.layers):
-        for part, cols in zip(PARTS, adapter.output_columns(spec, i)):
-            w, gram = getters[part](t_blocks[t]).weight, grams[(t, part)]
-            target = getters[part](s_blocks[i]).weight
-            before += output_error(w, gram, rows, cols, target)
-            new = refit(w, gram, rows, cols, ridge)
-            after += output_error(w, gram, rows, cols, new)
-            with torch.no_grad():
-                target.copy_(new.to(target.device))
-            d_in, k = gram.shape[0], len(cols)
-            flops += 2.0 * n_tokens * d_in * d_in + 2.0 * k**3 / 3 + 2.0 * k * d_in * len(rows)
-    log.info("reconstruction: calibration error %.4g -> %.4g over %d layers", before / n_tokens, after / n_tokens,
-             len(spec.layers))
-    return {"error_before": before / n_tokens, "error_after": after / n_tokens, "flops": flops, "ridge": ridge,
-            "tokens": n_tokens}
+    flops, errors = 0.0, []
+    for _ in range(passes):
+        flops += float(adapter.counts(None, tokens.shape[1]).flops_per_token) * n_tokens
+        if inputs == "student":
+            flops += float(adapter.counts(spec.shape, tokens.shape[1]).flops_per_token) * n_tokens
+            moments = collect_cross(teacher.model, student, adapter, list(spec.layers), tokens, batch_size)
+        else:
+            grams = collect_grams(teacher.model, adapter, list(spec.layers), tokens, batch_size)
+        before = after = 0.0
+        for i, t in enumerate(spec.layers):
+            for part, cols in zip(PARTS, adapter.output_columns(spec, i)):
+                w, target = getters[part](t_blocks[t]).weight, getters[part](s_blocks[i]).weight
+                m = moments[(i, part)] if inputs == "student" else Moments.of_teacher(grams[(t, part)], cols)
+                before += output_error(w, m, rows, target)
+                new = refit(w, m, rows, target, ridge)
+                after += output_error(w, m, rows, new)
+                with torch.no_grad():
+                    target.copy_(new.to(target.device))
+                d_in, k = m.xx.shape[0], len(cols)
+                flops += 2.0 * n_tokens * (d_in * d_in + k * d_in + k * k) + 2.0 * k**3 / 3 + 2.0 * k * d_in * len(rows)
+        errors.append((before / n_tokens, after / n_tokens))
+    log.info("reconstruction (%s inputs, %d pass(es)): calibration error %.4g -> %.4g over %d layers", inputs,
+             passes, errors[0][0], errors[-1][1], len(spec.layers))
+    return {"error_before": errors[0][0], "error_after": errors[-1][1], "flops": flops, "ridge": ridge,
+            "tokens": n_tokens, "inputs": inputs, "passes": passes}

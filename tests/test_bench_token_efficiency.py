@@ -74,6 +74,28 @@ def test_summary_lists_per_seed_ratios_with_spread_and_fit(bench, tmp_path):
                          "4.5× ± 0.7 (4.0–5.0, 1 not reached) |")
 
 
+def test_a_cached_runs_teacher_flops_are_shared_among_its_seeds_readers(bench, tmp_path):
+    """The cache's FLOPs are charged whole to each run (flops_ratio) and, separately, split among the runs
+    of that seed that read it (flops_ratio_amortised)."""
+    name = "searched-kd-w1-lr5-b4-cache"
+    for budget, seed in ((250_000, 0), (1_000_000, 0), (1_000_000, 1)):
+        path = tmp_path / "results" / str(budget) / f"seed{seed}" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the baseline spent 120 FLOPs; the run 60 to its crossing, 40 of them the cache's teacher forward
+        path.write_text(json.dumps({"run": name, "seed": seed, "budget": budget, "variant": bench.VARIANTS[name],
+                                    "setup_flops": {"search": 5.0, "teacher_cache": 40.0}, "initial_loss": 8.0,
+                                    "final_loss": 4.0, "token_ratio": 20.0, "flops_ratio": 2.0,
+                                    "tokens_to_target": budget / 20, "flops_to_target": 60.0}))
+    args = argparse.Namespace(out=tmp_path, val_windows=128, recipe=None, eval_every=4, baseline_evals=8,
+                              full=False, evaluations=None, rungs=0)
+    summary = bench.summarize(args)
+    row = summary["results"]["1000000"][name]
+    assert row["flops_ratio"] == [2.0, 2.0] and row["cache_readers"] == [2, 1]
+    assert row["flops_ratio_amortised"] == [pytest.approx(120 / 40), pytest.approx(2.0)]  # 60 - 40/2; all 60
+    assert summary["results"]["250000"][name]["cache_readers"] == [2]
+    assert "the cache shared by 1–2 runs: 2.5×" in bench.markdown_table(summary)
+
+
 def test_merge_keeps_an_earlier_summarys_budgets_and_fits_over_all(bench, tmp_path):
     earlier_out, out = tmp_path / "earlier", tmp_path / "now"
     for seed in (0, 1, 2):

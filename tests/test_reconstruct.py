@@ -16,7 +16,7 @@ from headstart.errors import ConfigError
 from headstart.extract import build_student
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
-from headstart.reconstruct import collect_grams, reconstruct
+from headstart.reconstruct import collect_cross, collect_grams, reconstruct
 from headstart.selection import from_sizes, full
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
@@ -93,6 +93,30 @@ def test_full_spec_is_unchanged(family):
     with torch.no_grad():
         diff = (student(input_ids=IDS).logits - teacher.model(input_ids=IDS).logits).abs().max()
     assert diff < 1e-4
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_student_inputs_lower_the_error_they_see_and_keep_a_full_spec(family):
+    """With the student's own inputs each pass lowers the error on the inputs it sees; a full-size spec
+    (the student is the teacher) comes out unchanged, and its moments are the teacher's Gram."""
+    teacher = _teacher(family)
+    spec = _reduced(family, teacher)
+    student = build_student(teacher, spec)
+    one = reconstruct(teacher, spec, student, CALIB, inputs="student")
+    assert one["error_after"] < one["error_before"] and one["inputs"] == "student"
+    again = reconstruct(teacher, spec, student, CALIB, inputs="student")  # a second pass on the refit inputs
+    assert again["error_after"] <= again["error_before"] * (1 + 1e-9)
+    whole = full(teacher.dims)
+    same = build_student(teacher, whole)
+    moments = collect_cross(teacher.model, same, teacher.adapter, list(whole.layers), CALIB)
+    assert torch.allclose(moments[(1, "mlp")].zz, moments[(1, "mlp")].xx)
+    assert torch.allclose(moments[(1, "mlp")].zx, moments[(1, "mlp")].xx)
+    reconstruct(teacher, whole, same, CALIB, inputs="student", passes=2)
+    with torch.no_grad():
+        diff = (same(input_ids=IDS).logits - teacher.model(input_ids=IDS).logits).abs().max()
+    assert diff < 1e-4
+    with pytest.raises(ValueError, match="passes"):
+        reconstruct(teacher, spec, student, CALIB, passes=2)
 
 
 def test_grams_are_sums_over_tokens():
