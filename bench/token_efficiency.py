@@ -22,7 +22,8 @@ power-law fit of each ratio against the budget; it prints as a Markdown table. B
 the ratios against the budget and, per budget, its lowest seed's validation curves.
 ``--merge FILE`` keeps the runs of an earlier summary whose run files are gone (the committed grid) and
 rebuilds the baselines missing from ``OUT`` from it, so new variants meet the same targets.
-``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed).
+``--starts FILE`` only measures each seed's untrained starts (random, searched, reconstructed from the
+teacher's inputs and from the student's own).
 
     .venv/bin/python bench/token_efficiency.py --budgets 250000 --seeds 0
     .venv/bin/python bench/token_efficiency.py --budgets 125000,250000,500000 --seeds 0,1,2 --rungs 0  # ~5 core-hours
@@ -43,7 +44,10 @@ committed baselines, rebuilt from the summary (``--merge``; their run files are 
         searched-kd-w1-lr5-b4 --merge docs/token_efficiency.json --json docs/token_efficiency.json
 
 and random init at the half batch against the same targets (``--runs random-ce-b4``, ``--eval-every 16``
-at 125k, ``64`` at 1M).
+at 125k, ``64`` at 1M). The alpha pair (``--budgets 1000000 --runs searched-kd-w1-lr5-b4-a2,``
+``searched-kd-w1-lr5-b4-a8``) and the cached teacher (``--budgets 250000,500000,1000000 --runs``
+``searched-kd-w1-lr5-b4-cache``), each with ``--eval-every 8 --merge docs/token_efficiency.json``: about
+5 core-hours together.
 """
 
 from __future__ import annotations
@@ -112,9 +116,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "searched-kd-w1-lr5-b4-cache": {"init": "searched", "cache": 32_768,
                                     "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
-    # reconstructed from the student's own inputs (two passes), on the default's schedule
-    "searched-kd-w1-lr5-b4-recs": {"init": "searched", "reconstruct": "student",
-                                   "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
     "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
     "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
     "searched-kd-wsd": {"init": "searched", "train": {"schedule": "wsd"}},
@@ -247,7 +248,7 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
         setup = setup_costs(pipe.out, pipe.recipe, teacher_fpt, 0)
     student = f"random:{spec}" if variant["init"] == "random" else str(spec)
     if variant.get("reconstruct"):
-        path, stats = reconstructed(pipe, label, "student" if variant["reconstruct"] == "student" else "teacher")
+        path, stats = reconstructed(pipe, label)
         student, setup["reconstruction"] = str(path), stats["flops"]
     if "cache" in variant:  # charged whole to every run; the summary also shares it among the seed's runs
         setup["teacher_cache"] = teacher_cache(pipe, variant["cache"])[1]
@@ -341,7 +342,7 @@ def plot_budgets(summary: dict[str, Any], path: Path) -> Path | None:
     colors = plt.get_cmap("tab20").colors
     for ax, key in zip(axes, ("token_ratio", "flops_ratio"), strict=True):
         for i, run in enumerate(names):
-            shift = 1.04 ** (i - (len(names) - 1) / 2)  # side by side at each budget (log x axis)
+            shift = 1.025 ** (i - (len(names) - 1) / 2)  # side by side at each budget (log x axis)
             budgets = [b for b in summary["budgets"] if run in summary["results"][str(b)]]
             stats = [summary["results"][str(b)][run][f"{key}_stats"] for b in budgets]
             keep = [(b, s) for b, s in zip(budgets, stats, strict=True) if s["mean"] is not None]
@@ -463,8 +464,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
         for name in sorted(runs, key=list(VARIANTS).index):
             row = runs[name]
             if name != "random-ce":
-                shared = (f"; the cache shared by {min(row['cache_readers'])}–{max(row['cache_readers'])} runs: "
-                          f"{cell(row['flops_ratio_amortised_stats'])}" if "cache_readers" in row else "")
+                shared = ""
+                if "cache_readers" in row:
+                    lo, hi = min(row["cache_readers"]), max(row["cache_readers"])
+                    shared = (f"; the cache shared by {lo if lo == hi else f'{lo}–{hi}'} runs: "
+                              f"{cell(row['flops_ratio_amortised_stats'])}")
                 lines.append(f"| {budget:,} | {name} | {len(row['seeds'])} | {target:.3f} | "
                              f"{cell(row['token_ratio_stats'])} | {cell(row['flops_ratio_stats'])}{shared} |")
     return "\n".join(lines)

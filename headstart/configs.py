@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from headstart.config import option
 from headstart.errors import ConfigError
@@ -118,16 +119,26 @@ class ExtractConfig:
     reconstruct: bool = option(False, "refit each kept layer's o_proj/down_proj by ridge least squares so the kept "
                                "heads and neurons reproduce the teacher layer's output on the calibration data")
     ridge: float = option(1e-3, "reconstruction: ridge towards the plain slice, relative to the mean input energy")
+    reconstruct_inputs: str = option("teacher", "reconstruction: fit from the teacher's activations, or from the "
+                                     "student's own (what the cut student sees after the earlier layers' cuts)",
+                                     choices=("teacher", "student"))
+    reconstruct_passes: int = option(2, "reconstruction from the student's inputs: passes, each on the inputs of "
+                                     "the student refit so far")
 
     def __post_init__(self) -> None:
         positive(hidden=self.hidden, kv_groups=self.kv_groups, heads_per_group=self.heads_per_group, mlp=self.mlp,
-                 calib_samples=self.calib_samples, ridge=self.ridge)
+                 calib_samples=self.calib_samples, ridge=self.ridge, reconstruct_passes=self.reconstruct_passes)
         if self.calib_seq_len < 2:
             raise ConfigError(f"--calib-seq-len {self.calib_seq_len} must be at least 2")
         if self.spec and any(v is not None for v in self.sizes().values()):
             raise ConfigError("give either --spec or plain sizes (--layers/--hidden/...), not both")
         if self.layers is not None:
             self.layer_choice()
+
+    def reconstruction(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`headstart.reconstruct.reconstruct` these options set."""
+        passes = self.reconstruct_passes if self.reconstruct_inputs == "student" else 1
+        return {"ridge": self.ridge, "inputs": self.reconstruct_inputs, "passes": passes}
 
     def sizes(self) -> dict[str, object]:
         """The plain sizes given (``None`` keeps the teacher's)."""

@@ -237,7 +237,7 @@ class Pipeline:
             tokens = calibration_tokens(str(self.out / "data"), teacher.tokenizer, extract.calib_samples,
                                         extract.calib_seq_len, extract.seed)
             student = build_student(teacher, spec)
-            stats = reconstruct(teacher, spec, student, tokens, ridge=extract.ridge)
+            stats = reconstruct(teacher, spec, student, tokens, **extract.reconstruction())
             export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
             self._finish(stage, key, flops=stats["flops"])
         return out

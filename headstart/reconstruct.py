@@ -185,7 +185,8 @@ def reconstruct(teacher: Any, spec: SubnetSpec, student: nn.Module, tokens: Tens
                 with torch.no_grad():
                     target.copy_(new.to(target.device))
                 d_in, k = m.xx.shape[0], len(cols)
-                flops += 2.0 * n_tokens * (d_in * d_in + k * d_in + k * k) + 2.0 * k**3 / 3 + 2.0 * k * d_in * len(rows)
+                moments_per_token = d_in * d_in + (k * d_in + k * k if inputs == "student" else 0)
+                flops += 2.0 * n_tokens * moments_per_token + 2.0 * k**3 / 3 + 2.0 * k * d_in * len(rows)
         errors.append((before / n_tokens, after / n_tokens))
     log.info("reconstruction (%s inputs, %d pass(es)): calibration error %.4g -> %.4g over %d layers", inputs,
              passes, errors[0][0], errors[-1][1], len(spec.layers))

@@ -158,3 +158,8 @@ def test_extract_command_reconstructs(tiny_teacher_dirs, tmp_path):
     assert changed and all(k.endswith(("o_proj.weight", "down_proj.weight")) for k in changed)
     meta = yaml.safe_load((tmp_path / "rec" / "headstart_spec.yaml").read_text())
     assert meta["reconstruction"]["error_after"] < meta["reconstruction"]["error_before"]
+    assert main(["extract", "--out", str(tmp_path / "own"), "--reconstruct", "--reconstruct-inputs", "student",
+                 *common]) == 0
+    own = yaml.safe_load((tmp_path / "own" / "headstart_spec.yaml").read_text())["reconstruction"]
+    assert (own["inputs"], own["passes"]) == ("student", 2) and own["error_after"] < own["error_before"]
+    assert own["flops"] > meta["reconstruction"]["flops"]  # two passes, each with a student forward

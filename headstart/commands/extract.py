@@ -34,7 +34,7 @@ def run(cfg: ExtractConfig) -> Path:
 
         tokens = calibration_tokens(cfg.calib, teacher.tokenizer, cfg.calib_samples, cfg.calib_seq_len, cfg.seed)
         student = build_student(teacher, spec)
-        meta["reconstruction"] = reconstruct(teacher, spec, student, tokens, ridge=cfg.ridge)
+        meta["reconstruction"] = reconstruct(teacher, spec, student, tokens, **cfg.reconstruction())
     return export(teacher, spec, out, student=student, metadata=meta)
 
 
