@@ -46,8 +46,8 @@ committed baselines, rebuilt from the summary (``--merge``; their run files are 
 and random init at the half batch against the same targets (``--runs random-ce-b4``, ``--eval-every 16``
 at 125k, ``64`` at 1M). The alpha pair (``--budgets 1000000 --runs searched-kd-w1-lr5-b4-a2,``
 ``searched-kd-w1-lr5-b4-a8``) and the cached teacher (``--budgets 250000,500000,1000000 --runs``
-``searched-kd-w1-lr5-b4-cache``), each with ``--eval-every 8 --merge docs/token_efficiency.json``: about
-5 core-hours together.
+``searched-kd-w1-lr5-b4-cache``), each with ``--eval-every 8 --merge docs/token_efficiency.json``: 4.0
+process-hours at one thread each, 1 h 50 min with three or four side by side on 2 cores.
 """
 
 from __future__ import annotations
@@ -144,8 +144,9 @@ def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
 
 def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[Path, dict[str, Any]]:
     """The searched student of ``label`` extracted with reconstructed weights (made once) from the teacher's
-    or (``inputs="student"``, two passes) the student's own inputs; its stats."""
+    or (``inputs="student"``, the extract defaults' passes) the student's own inputs; its stats."""
     from headstart.calibration import calibration_tokens
+    from headstart.configs import ExtractConfig
     from headstart.extract import build_student, export
     from headstart.reconstruct import reconstruct
     from headstart.spec import SubnetSpec
@@ -158,7 +159,7 @@ def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[
         tokens = calibration_tokens(str(pipe.out / "data"), teacher.tokenizer, *CALIB, seed=pipe.recipe.seed)
         student = build_student(teacher, spec)
         t0 = time.time()
-        stats = reconstruct(teacher, spec, student, tokens, inputs=inputs, passes=1 if inputs == "teacher" else 2)
+        stats = reconstruct(teacher, spec, student, tokens, **ExtractConfig(reconstruct_inputs=inputs).reconstruction())
         export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
         _write_json(stats_file, {**stats, "wall_s": time.time() - t0})
     return out, json.loads(stats_file.read_text())

@@ -81,7 +81,6 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     assert again["final"]["kd"] > 0
 
 
-
 def test_cache_of_a_seeds_first_tokens_serves_its_runs(setup, tmp_path, capsys):
     """`--tokens N --seed S` caches the windows a run of seed S draws in its first N tokens, whatever its
     batch size: such runs train from it, and the cache is smaller than the split."""
@@ -105,6 +104,7 @@ def test_cache_of_a_seeds_first_tokens_serves_its_runs(setup, tmp_path, capsys):
               "--data", setup["data"], "--out", str(tmp_path / "other"), "--tokens", str(8 * 16), "--seq-len", "16",
               "--batch-size", "2", "--seed", "4", "--dtype", "float32", "--no-progress", "--eval-windows", "2"]) == 2
     assert "cache" in capsys.readouterr().err  # another seed draws other windows
+
 
 def test_online_random_student_with_padded_teacher_vocab(setup, tmp_path, capsys):
     """A teacher with 64 padded embedding rows still distils over the tokenizer's 512 tokens."""
