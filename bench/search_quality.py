@@ -6,14 +6,18 @@ parameters, per seed:
   default            the search as shipped: evolution in importance order, bf16 fitness with early
                      abandonment, training-aware rungs (successive halving)
   random-importance  random sampling in importance order, untrained ranking only, given the same search
-                     FLOPs as ``default`` (what the rungs cost, it spends on more evaluations)
-  random-first-k     whittle's setting: random shapes, first-k slicing, prefix layers, untrained ranking
+                     FLOPs as ``default`` (what the rungs cost, it spends on more evaluations: its journal
+                     is extended with ``--resume`` until its FLOPs reach the default's)
+  random-first-k     whittle's setting: random shapes, first-k slicing, prefix layers, untrained ranking,
+                     given the same search FLOPs in the same way
 
 Each method's winner is scored untrained on fixed ``val`` windows the search never saw
-(``heldout_loss``), then trained with the same fixed budget (KD from the teacher, the same options for
-every method) and scored again on those windows (``trained_loss``). ``fitness_speedup`` times the
-shipped fitness (bf16 where the CPU is fast at it, early abandonment) against the plain fp32 path on
-the same candidates in one run (``precision_speedup``: bf16 alone), and ``rank_correlation`` is
+(``heldout_loss``; ``screen_best_heldout_loss``: the screen's best by untrained loss, which the rungs
+may pass over), then trained with the same fixed budget (KD from the teacher on the schedule
+``headstart run`` gives a student cut from the teacher, the same options for every method) and scored
+again on those windows (``trained_loss``). ``fitness_speedup`` times the shipped fitness (bf16 where
+the CPU is fast at it, early abandonment) against the plain fp32 path on the same candidates in one
+run (``precision_speedup``: bf16 alone), and ``rank_correlation`` is
 Spearman's rho between the fp32 and bf16 losses.
 
 The measurement is resumable run by run: every (method, seed) result is a JSON file under
@@ -137,7 +141,11 @@ def _job(args, data, budget: int, out: Path, **over):
 
 def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, match_flops: dict | None = None):
     import shutil
+    from dataclasses import replace
 
+    from headstart.config import read_yaml
+    from headstart.extract import build_student
+    from headstart.lm_loss import sum_cross_entropy
     from headstart.search.pipeline import run_job
     from headstart.search.report import summary
 
@@ -145,7 +153,7 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
     shutil.rmtree(out, ignore_errors=True)
     if method == "default":
         job = _job(args, data, budget, out, seed=seed)
-    elif method == "random-importance":  # the same search FLOPs: the rungs' cost buys more evaluations
+    elif method == "random-importance":  # the rungs' cost buys more evaluations (the loop below tops them up)
         per_eval = match_flops["screening_flops"] / max(1, match_flops["computed"])
         extra = math.ceil(match_flops["rung_flops"] / per_eval) if per_eval else 0
         job = _job(args, data, budget, out, seed=seed, strategy="random", rungs=0,
@@ -157,22 +165,37 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
                    space=str(space))
     start = time.perf_counter()
     outcome = run_job(job, teacher=teacher)
-    seconds = time.perf_counter() - start
+    computed, screen_seconds = outcome.runs[0].computed, outcome.runs[0].seconds
     s = summary(outcome)
+    while match_flops is not None and s["flops"]["total"] < match_flops["search_flops"]:
+        # evaluations cost what abandonment leaves of them, so extend the journal until the FLOPs match
+        per_eval = s["flops"]["screening"] / s["runs"][0]["bins"][0]["evaluations"]
+        more = math.ceil((match_flops["search_flops"] - s["flops"]["total"]) / per_eval)
+        job = replace(job, evaluations=job.evaluations + more, resume=True)
+        outcome = run_job(job, teacher=teacher)
+        computed, screen_seconds = computed + outcome.runs[0].computed, screen_seconds + outcome.runs[0].seconds
+        s = summary(outcome)
+    seconds = time.perf_counter() - start
     run = s["runs"][0]
     best = out / f"best-{outcome.tables[0].bin.label}.yaml"
     heldout_loss, trained_loss = _score(args, teacher, data, heldout, best, out / "trained", seed)
+    screened = outcome.runs[0].bins[0].best  # the screen's best by untrained loss (the rungs may pick another)
+    s_loss, s_n = sum_cross_entropy(build_student(teacher, screened.spec), heldout)
     return {"method": method, "seed": seed, "bin": outcome.tables[0].bin.to_dict(),
-            "evaluations": run["bins"][0]["evaluations"], "computed": run["computed"],
-            "abandoned": run["abandoned"], "evals_per_min": run["evaluations_per_minute"],
+            "evaluations": run["bins"][0]["evaluations"], "computed": computed,
+            "abandoned": run["abandoned"], "evals_per_min": round(60 * computed / screen_seconds, 2),
             "screening_flops": s["flops"]["screening"], "rung_flops": s["flops"]["rungs"],
             "search_flops": s["flops"]["total"], "search_seconds": round(seconds, 1),
-            "winner": str(best.name), "heldout_loss": heldout_loss, "trained_loss": trained_loss}
+            "winner": str(best.name), "winner_params": read_yaml(best, "spec")["params"],
+            "screen_best_params": screened.params, "heldout_loss": heldout_loss, "trained_loss": trained_loss,
+            "screen_best_heldout_loss": round(s_loss / s_n, 4)}
 
 
 def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: int) -> tuple[float, float]:
-    """The winner's loss on the held-out windows untrained, and after ``--train-tokens`` of KD training."""
+    """The winner's loss on the held-out windows untrained, and after ``--train-tokens`` of KD training on the
+    schedule ``headstart run`` gives a student cut from the teacher (``INHERITED``, half of train's batch 8)."""
     from headstart.commands.train import run as train
+    from headstart.configs import INHERITED
     from headstart.extract import build_student
     from headstart.lm_loss import sum_cross_entropy
     from headstart.spec import SubnetSpec
@@ -181,8 +204,8 @@ def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: i
 
     s, n = sum_cross_entropy(build_student(teacher, SubnetSpec.load(spec_file)), heldout)
     cfg = TrainConfig(student=str(spec_file), teacher=args.model, data=str(data), out=str(run_dir),
-                      tokens=args.train_tokens, seq_len=args.seq_len, batch_size=8, seed=seed, eval_windows=0,
-                      eval_every=0, save_every=10**6, progress=False)
+                      tokens=args.train_tokens, seq_len=args.seq_len, batch_size=4, seed=seed, eval_windows=0,
+                      eval_every=0, save_every=10**6, progress=False, **INHERITED)
     train(cfg, teacher=teacher)
     t, m = sum_cross_entropy(load_model(run_dir / "student"), heldout)
     return round(s / n, 4), round(t / m, 4)

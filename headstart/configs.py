@@ -25,6 +25,9 @@ KINDS = ("forward", "reverse", "jsd", "none")
 BUILTIN_CORPORA = ("shakespeare",)
 TEACHER_HELP = "model directory, .gguf file, hub id, or builtin:smollm2-135m"
 DTYPE_HELP = "compute precision: auto = bf16 where the device is fast at it, else float32"
+#: The schedule of training that starts from the teacher's weights (rungs, and a recipe's inherited runs): a 1 %
+#: warmup to half of random init's peak LR; measured in bench/token_efficiency.py (README, token-efficiency).
+INHERITED = {"warmup": 0.01, "lr": 5e-4}
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -195,6 +198,10 @@ class SearchConfig:
     rung_candidates: int = option(4, "candidates per bin that train in rung 1")
     rung_tokens: int = option(25_000, "training tokens of rung 1 (rung r: rung_tokens x eta^(r-1), cumulative)")
     rung_eta: int = option(2, "halving factor: 1/eta of the candidates continue to the next rung")
+    rung_lr: float = option(INHERITED["lr"], "peak LR of the rung training (the schedule of a student cut from the "
+                            "teacher)")
+    rung_warmup: float = option(INHERITED["warmup"], "warmup of the rung training: a fraction of the steps when < 1, "
+                                "else steps")
     seed: int = option(0, "seed of the search (the fitness windows are fixed)")
     baselines: bool = option(False, "also run random sampling (importance order) and random first-k (whittle)")
     resume: bool = option(False, "continue the journal in --out without re-evaluating")
@@ -207,7 +214,8 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         not_negative(rungs=self.rungs, abandon_margin=self.abandon_margin)
-        positive(rung_candidates=self.rung_candidates, rung_tokens=self.rung_tokens)
+        positive(rung_candidates=self.rung_candidates, rung_tokens=self.rung_tokens, rung_lr=self.rung_lr)
+        not_negative(rung_warmup=self.rung_warmup)
         if not 0 <= self.abandon_after < 1:
             raise ConfigError(f"--abandon-after {self.abandon_after} must lie in [0, 1)")
         if self.rung_eta < 2:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from headstart.config import build, check_choice, merge, normalize, option, read_yaml
-from headstart.configs import TEACHER_HELP, EvalConfig, ExtractConfig, PrepareConfig, SearchConfig, budgets
+from headstart.configs import INHERITED, TEACHER_HELP, EvalConfig, ExtractConfig, PrepareConfig, SearchConfig, budgets
 from headstart.errors import ConfigError
 from headstart.train.config import TrainConfig
 
@@ -46,8 +46,7 @@ RUN_LABELS = {
 }
 #: What ``compare.runs`` trains unless told: the paper's four (``rung-kd`` is an opt-in extra).
 DEFAULT_RUNS = ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
-#: Train options of the runs that start from the teacher's weights: a 1 % warmup to half the peak LR.
-INHERITED = {"warmup": 0.01, "lr": 5e-4}
+#: INHERITED (headstart.configs) are the train options of the runs that start from the teacher's weights.
 #: Their micro-batch as a fraction of the train section's: half, twice the optimizer steps per token.
 #: With both, at 1M tokens over 3 seeds, the searched KD run reached random init's final loss with
 #: 25.5x fewer tokens and 12.8x fewer FLOPs on the mean, against 18.6x / 9.5x at the full batch and
@@ -174,13 +173,26 @@ def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str
         part = values.get(section)
         if part is None or isinstance(part, dict):
             values[section] = {"seed": values.get("seed", 0), **(part or {})}
-    search, train = values["search"], values.get("train") or {}
-    if isinstance(search, dict) and isinstance(train, dict) and "rung_tokens" not in search:
-        try:  # rungs scaled to the final training: rung 1 trains 1 % of it (a bad train.tokens is reported below)
+    _scale_rungs(values["search"], values.get("train") or {}, values.get("compare"))
+    return build(RecipeConfig, values, where=where)
+
+
+def _scale_rungs(search: Any, train: Any, compare: Any) -> None:
+    """Rungs the search section leaves unset follow the final training: rung 1 trains 1 % of ``train.tokens``,
+    on the schedule of the runs that start from the teacher's weights (``compare.inherited``)."""
+    if not isinstance(search, dict):
+        return
+    if isinstance(train, dict) and "rung_tokens" not in search:
+        try:  # a bad train.tokens is reported when the recipe is built
             search["rung_tokens"] = max(1024, int(float(train.get("tokens", TrainConfig.tokens))) // 100)
         except (TypeError, ValueError):
             pass
-    return build(RecipeConfig, values, where=where)
+    inherited = compare.get("inherited", INHERITED) if isinstance(compare, dict) else INHERITED
+    for key in ("lr", "warmup"):
+        value = inherited.get(key) if isinstance(inherited, dict) else None
+        valid = isinstance(value, (int, float)) and (value > 0 or (key == "warmup" and value == 0))
+        if valid and f"rung_{key}" not in search:  # a bad value is reported under compare.inherited
+            search[f"rung_{key}"] = value
 
 
 def read_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> RecipeConfig:

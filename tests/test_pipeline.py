@@ -173,6 +173,11 @@ def test_runs_from_the_teachers_weights_take_the_inherited_options():
     assert (searched.lr, searched.warmup) == (2e-4, INHERITED["warmup"])  # a run's own override wins
     one = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": {"warmup": 0.02}}})
     assert (one.train_config("searched-kd", "b", spec).warmup, one.compare.inherited["lr"]) == (0.02, INHERITED["lr"])
+    # the search's rungs train as those runs do, unless the search section says otherwise
+    assert (recipe.search.rung_lr, recipe.search.rung_warmup) == (INHERITED["lr"], INHERITED["warmup"])
+    assert (one.search.rung_lr, one.search.rung_warmup) == (INHERITED["lr"], 0.02)
+    own = load_recipe({"search": {"params": "1M", "rung_lr": 3e-4}, "compare": {"inherited": {"lr": 1e-4}}})
+    assert own.search.rung_lr == 3e-4
     plain = load_recipe({"search": {"params": "1M"}, "compare": {"inherited": None, "inherited_batch": 1}})
     assert plain.train_config("searched-kd", "b", spec).warmup == plain.train.warmup
     assert plain.train_config("searched-kd", "b", spec).batch_size == plain.train.batch_size

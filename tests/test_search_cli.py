@@ -10,9 +10,11 @@ from test_search_fitness import make_data
 from tiny import save_tiny_teacher
 
 from headstart.cli import main
+from headstart.configs import INHERITED
 from headstart.search.journal import read_journal
 from headstart.spec import SubnetSpec
 from headstart.teacher import load_teacher
+from headstart.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -172,6 +174,10 @@ def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a
     assert best["trained_loss"] == pytest.approx(second[0]["loss"]) and best["rung_tokens"] == 256
     assert summary["flops"]["rungs"] == sum(r["flops"] for r in bin0["results"]) > 0
     assert summary["flops"]["total"] == sum(v for k, v in summary["flops"].items() if k != "total")
+    for rung_dir in (out / "rungs").glob("*/*/rung*"):  # every rung trains on a cut student's schedule
+        trained = yaml.safe_load((rung_dir / "config.yaml").read_text())
+        assert (trained["lr"], trained["warmup"]) == (INHERITED["lr"], INHERITED["warmup"]) != (
+            TrainConfig.lr, TrainConfig.warmup)
 
     # a kill during rung 2: its rung.json and export are gone; --resume redoes only that and agrees
     [rung2] = (out / "rungs").glob(f"*/{second[0]['spec_hash']}/rung2")

@@ -150,7 +150,7 @@ def run_job(job: SearchConfig, teacher: Teacher | None = None, progress: Progres
     if calib is not None:
         outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
     rung_settings = RungSettings(job.rungs, job.rung_candidates, job.rung_tokens, job.rung_eta, job.seed, job.dtype,
-                                 job.batch_size)
+                                 job.batch_size, job.rung_lr, job.rung_warmup)
     outcome.rungs = run_rungs(runs[0].bins, rung_settings, teacher, str(job.data), windows, out / "rungs",
                               job.seq_len, job.resume)
     if parallel.is_main():

@@ -5,7 +5,10 @@ best *after* training. So the best ``candidates`` of each bin (by untrained loss
 sub-networks) train for ``tokens`` tokens with the real train loop (same loss, optimizer and seed
 rules as ``headstart train``), are scored on the search split, and the best ``1/eta`` of them
 continue to ``tokens * eta`` tokens (rung 2), and so on for ``rungs`` rungs. The winner is the best
-by search-split loss after its last rung; its trained weights may seed the final training.
+by search-split loss after its last rung; its trained weights may seed the final training. Rungs
+train on the schedule of a student cut from the teacher (``--rung-lr`` 5e-4, ``--rung-warmup`` 1 %,
+as :data:`headstart.configs.INHERITED`): random init's 5 % warmup to 1e-3 makes such a student's
+loss spike in a short run, and the rungs would rank the spikes.
 
 Every rung run lives in ``OUT/rungs/<bin>/<spec hash>/rung<r>/`` and ends with ``rung.json``; a
 rerun (``--resume``) skips finished rung runs and resumes an interrupted one from its checkpoint,
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 
 from headstart import parallel
+from headstart.configs import INHERITED
 from headstart.errors import ConfigError
 from headstart.io import write_json
 from headstart.lm_loss import sum_cross_entropy
@@ -47,6 +51,8 @@ class RungSettings:
     seed: int = 0
     dtype: str = "auto"
     batch_size: int = 4
+    lr: float = INHERITED["lr"]
+    warmup: float = INHERITED["warmup"]
 
     def __post_init__(self) -> None:
         if self.rungs < 0:
@@ -145,7 +151,8 @@ def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: 
     start = str(before.student) if before is not None else str(spec_file)
     tokens = settings.budget(rung) - (before.tokens if before is not None else 0)
     cfg = TrainConfig(student=start, teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
-                      seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, eval_windows=0,
+                      seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, lr=settings.lr,
+                      warmup=settings.warmup, eval_windows=0,
                       eval_every=0, save_every=max(1, tokens // (settings.batch_size * seq_len) // 4),
                       keep=1, progress=False, dtype=settings.dtype,
                       resume=resume and (run_dir / "checkpoints").is_dir())
