@@ -21,7 +21,8 @@ run (``precision_speedup``: bf16 alone), and ``rank_correlation`` is
 Spearman's rho between the fp32 and bf16 losses.
 
 The measurement is resumable run by run: every (method, seed) result is a JSON file under
-``bench/results/search_quality/``; a rerun skips what is finished, so seeds can be added later.
+``bench/results/search_quality/``; a rerun skips what is finished, so seeds can be added later, and
+a run cut short replays its search from its journal and redoes the rest.
 Writes ``docs/search_quality.json``.
 
     python bench/search_quality.py [--seeds 0,1,2] [--evaluations 60] [--train-tokens 200000]
@@ -150,22 +151,24 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
     from headstart.search.report import summary
 
     out = Path(args.results) / f"{method}-seed{seed}"
-    shutil.rmtree(out, ignore_errors=True)
+    resume = (out / "journal.jsonl").is_file()  # a cut-short run: replay its search, redo everything after it
+    for stale in (out.iterdir() if out.is_dir() else ()):
+        if stale.name != "journal.jsonl":
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if method == "default":
-        job = _job(args, data, budget, out, seed=seed)
+        job = _job(args, data, budget, out, seed=seed, resume=resume)
     elif method == "random-importance":  # the rungs' cost buys more evaluations (the loop below tops them up)
         per_eval = match_flops["screening_flops"] / max(1, match_flops["computed"])
         extra = math.ceil(match_flops["rung_flops"] / per_eval) if per_eval else 0
-        job = _job(args, data, budget, out, seed=seed, strategy="random", rungs=0,
+        job = _job(args, data, budget, out, seed=seed, strategy="random", rungs=0, resume=resume,
                    evaluations=args.evaluations + extra)
     else:
         space = out.parent / "prefix-layers.yaml"
         space.write_text("depth_modes: [top]\n")
         job = _job(args, data, budget, out, seed=seed, strategy="random", order="first-k", rungs=0,
-                   space=str(space))
+                   space=str(space), resume=resume)
     start = time.perf_counter()
     outcome = run_job(job, teacher=teacher)
-    computed, screen_seconds = outcome.runs[0].computed, outcome.runs[0].seconds
     s = summary(outcome)
     while match_flops is not None and s["flops"]["total"] < match_flops["search_flops"]:
         # evaluations cost what abandonment leaves of them, so extend the journal until the FLOPs match
@@ -173,22 +176,30 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
         more = math.ceil((match_flops["search_flops"] - s["flops"]["total"]) / per_eval)
         job = replace(job, evaluations=job.evaluations + more, resume=True)
         outcome = run_job(job, teacher=teacher)
-        computed, screen_seconds = computed + outcome.runs[0].computed, screen_seconds + outcome.runs[0].seconds
         s = summary(outcome)
     seconds = time.perf_counter() - start
     run = s["runs"][0]
+    computed, scoring = _scored(out / "journal.jsonl", run["run"])
     best = out / f"best-{outcome.tables[0].bin.label}.yaml"
     heldout_loss, trained_loss = _score(args, teacher, data, heldout, best, out / "trained", seed)
     screened = outcome.runs[0].bins[0].best  # the screen's best by untrained loss (the rungs may pick another)
     s_loss, s_n = sum_cross_entropy(build_student(teacher, screened.spec), heldout)
     return {"method": method, "seed": seed, "bin": outcome.tables[0].bin.to_dict(),
             "evaluations": run["bins"][0]["evaluations"], "computed": computed,
-            "abandoned": run["abandoned"], "evals_per_min": round(60 * computed / screen_seconds, 2),
+            "abandoned": run["abandoned"], "evals_per_min": round(60 * computed / scoring, 2),
             "screening_flops": s["flops"]["screening"], "rung_flops": s["flops"]["rungs"],
             "search_flops": s["flops"]["total"], "search_seconds": round(seconds, 1),
             "winner": str(best.name), "winner_params": read_yaml(best, "spec")["params"],
             "screen_best_params": screened.params, "heldout_loss": heldout_loss, "trained_loss": trained_loss,
             "screen_best_heldout_loss": round(s_loss / s_n, 4)}
+
+
+def _scored(journal: Path, run: str) -> tuple[int, float]:
+    """Candidates the run computed (not reused) and the seconds spent scoring them, from its journal
+    (so a resumed or topped-up search counts every call)."""
+    records = [json.loads(line) for line in journal.read_text().splitlines()[1:] if line.strip()]
+    mine = [r for r in records if r.get("run") == run and not r.get("reused")]
+    return len(mine), sum(float(r["seconds"]) for r in mine)
 
 
 def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: int) -> tuple[float, float]:

@@ -196,7 +196,7 @@ class SearchConfig:
     abandon_margin: float = option(0.1, "nats above the population's worst loss that count as clearly worse")
     rungs: int = option(2, "training-aware rungs of successive halving after the untrained screen (0: none)")
     rung_candidates: int = option(4, "candidates per bin that train in rung 1")
-    rung_tokens: int = option(25_000, "training tokens of rung 1 (rung r: rung_tokens x eta^(r-1), cumulative)")
+    rung_tokens: int = option(25_000, "training tokens of rung 1 (rung r: rung_tokens x eta^(r-1), each from the cut)")
     rung_eta: int = option(2, "halving factor: 1/eta of the candidates continue to the next rung")
     rung_lr: float = option(INHERITED["lr"], "peak LR of the rung training (the schedule of a student cut from the "
                             "teacher)")

@@ -174,10 +174,12 @@ def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a
     assert best["trained_loss"] == pytest.approx(second[0]["loss"]) and best["rung_tokens"] == 256
     assert summary["flops"]["rungs"] == sum(r["flops"] for r in bin0["results"]) > 0
     assert summary["flops"]["total"] == sum(v for k, v in summary["flops"].items() if k != "total")
-    for rung_dir in (out / "rungs").glob("*/*/rung*"):  # every rung trains on a cut student's schedule
+    for rung_dir in (out / "rungs").glob("*/*/rung*"):  # every rung trains from the cut, on a cut student's schedule
         trained = yaml.safe_load((rung_dir / "config.yaml").read_text())
         assert (trained["lr"], trained["warmup"]) == (INHERITED["lr"], INHERITED["warmup"]) != (
             TrainConfig.lr, TrainConfig.warmup)
+        assert trained["student"] == str(rung_dir.parent / "spec.yaml")
+        assert trained["tokens"] == {"rung1": 128, "rung2": 256}[rung_dir.name]
 
     # a kill during rung 2: its rung.json and export are gone; --resume redoes only that and agrees
     [rung2] = (out / "rungs").glob(f"*/{second[0]['spec_hash']}/rung2")

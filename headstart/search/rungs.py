@@ -4,11 +4,16 @@ The untrained loss ranks candidates cheaply but it is not what a user wants: the
 best *after* training. So the best ``candidates`` of each bin (by untrained loss, distinct
 sub-networks) train for ``tokens`` tokens with the real train loop (same loss, optimizer and seed
 rules as ``headstart train``), are scored on the search split, and the best ``1/eta`` of them
-continue to ``tokens * eta`` tokens (rung 2), and so on for ``rungs`` rungs. The winner is the best
-by search-split loss after its last rung; its trained weights may seed the final training. Rungs
-train on the schedule of a student cut from the teacher (``--rung-lr`` 5e-4, ``--rung-warmup`` 1 %,
-as :data:`headstart.configs.INHERITED`): random init's 5 % warmup to 1e-3 makes such a student's
-loss spike in a short run, and the rungs would rank the spikes.
+train again, from the cut, for ``tokens * eta`` tokens (rung 2), and so on for ``rungs`` rungs. The
+winner is the best by search-split loss after its last rung; its trained weights may seed the final
+training. Rungs train on the schedule of a student cut from the teacher (``--rung-lr`` 5e-4,
+``--rung-warmup`` 1 %, as :data:`headstart.configs.INHERITED`).
+
+Each rung trains from the cut rather than continuing the previous rung's student: a continuation
+restarts Adam with empty moments at the full learning rate on an already trained student, and on
+the builtin teacher that made one of two rung-2 runs diverge (search loss 4.79 after rung 1, 7.09
+after rung 2) while retraining the same 8k tokens again; a full short schedule per rung costs
+``eta / (eta - 1)`` times the tokens of the survivors and ranks them on one footing.
 
 Every rung run lives in ``OUT/rungs/<bin>/<spec hash>/rung<r>/`` and ends with ``rung.json``; a
 rerun (``--resume``) skips finished rung runs and resumes an interrupted one from its checkpoint,
@@ -42,7 +47,8 @@ RUNG_FILE = "rung.json"
 
 @dataclass(frozen=True)
 class RungSettings:
-    """Successive halving: ``rungs`` rungs, ``candidates`` at rung 1, rung ``r`` at ``tokens * eta**(r-1)`` tokens."""
+    """Successive halving: ``rungs`` rungs, ``candidates`` at rung 1, rung ``r`` trains ``tokens * eta**(r-1)``
+    tokens from the cut."""
 
     rungs: int = 2
     candidates: int = 4
@@ -65,7 +71,7 @@ class RungSettings:
             raise ConfigError(f"--rung-eta {self.eta} must be at least 2 (the share kept per rung is 1/eta)")
 
     def budget(self, rung: int) -> int:
-        """Cumulative training tokens of a candidate after ``rung`` (1-based)."""
+        """Training tokens of a candidate's run in ``rung`` (1-based), from the cut."""
         return self.tokens * self.eta ** (rung - 1)
 
 
@@ -75,7 +81,7 @@ class RungResult:
 
     candidate: Candidate
     rung: int
-    tokens: int  # cumulative
+    tokens: int  # trained from the cut
     loss: float  # search-split loss after training
     student: Path  # the exported trained student
     flops: int  # training FLOPs of this rung (student 3x forward + teacher forward) plus its scoring
@@ -91,15 +97,12 @@ def run_rungs(states: list[BinRun], settings: RungSettings, teacher: Any, data: 
     alive: dict[str, list[Candidate]] = {s.table.bin.label: _distinct(s.candidates)[: settings.candidates]
                                          for s in states}
     results: dict[str, list[RungResult]] = {label: [] for label in alive}
-    previous: dict[tuple[str, str], RungResult] = {}
     for rung in range(1, settings.rungs + 1):
         work = [(label, c) for label, cands in alive.items() for c in cands]
 
-        def train_one(item: tuple[str, Candidate], rung: int = rung,
-                      previous: dict[tuple[str, str], RungResult] = previous) -> dict[str, Any]:
+        def train_one(item: tuple[str, Candidate], rung: int = rung) -> dict[str, Any]:
             label, cand = item
-            return _train_one(cand, rung, previous.get((label, cand.spec_hash)), settings, teacher, data, windows,
-                              out / label, seq_len, resume)
+            return _train_one(cand, rung, settings, teacher, data, windows, out / label, seq_len, resume)
 
         records = parallel.spread(train_one, work, costs=[c.flops for _, c in work])
         for label in alive:
@@ -108,7 +111,6 @@ def run_rungs(states: list[BinRun], settings: RungSettings, teacher: Any, data: 
             results[label] += scored
             scored.sort(key=lambda r: (r.loss, r.candidate.spec_hash))
             log.info("%s rung %d: %s", label, rung, ", ".join(f"{r.loss:.3f}" for r in scored))
-            previous.update({(label, r.candidate.spec_hash): r for r in scored})
             alive[label] = [r.candidate for r in scored[: max(1, len(scored) // settings.eta)]]
     return results
 
@@ -131,8 +133,8 @@ def winner(results: list[RungResult]) -> RungResult | None:
     return min((r for r in results if r.rung == last), key=lambda r: (r.loss, r.candidate.spec_hash))
 
 
-def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: RungSettings, teacher: Any,
-               data: str, windows: torch.Tensor, root: Path, seq_len: int, resume: bool) -> dict[str, Any]:
+def _train_one(cand: Candidate, rung: int, settings: RungSettings, teacher: Any, data: str, windows: torch.Tensor,
+               root: Path, seq_len: int, resume: bool) -> dict[str, Any]:
     """Train one candidate through one rung in this process alone (under :func:`headstart.parallel.solo`)
     and score it on every window; its ``rung.json`` record (read back when it is already there)."""
     from headstart.commands.train import run as train
@@ -148,9 +150,8 @@ def _train_one(cand: Candidate, rung: int, before: RungResult | None, settings: 
     spec_file = run_dir.parent / "spec.yaml"
     if not spec_file.is_file():
         cand.spec.save(spec_file)
-    start = str(before.student) if before is not None else str(spec_file)
-    tokens = settings.budget(rung) - (before.tokens if before is not None else 0)
-    cfg = TrainConfig(student=start, teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
+    tokens = settings.budget(rung)
+    cfg = TrainConfig(student=str(spec_file), teacher=teacher.source, data=data, out=str(run_dir), tokens=tokens,
                       seq_len=seq_len, batch_size=settings.batch_size, seed=settings.seed, lr=settings.lr,
                       warmup=settings.warmup, eval_windows=0,
                       eval_every=0, save_every=max(1, tokens // (settings.batch_size * seq_len) // 4),
