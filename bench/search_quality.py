@@ -8,8 +8,8 @@ parameters, per seed:
   random-importance  random sampling in importance order, untrained ranking only, given the same search
                      FLOPs as ``default`` (what the rungs cost, it spends on more evaluations: its journal
                      is extended with ``--resume`` until its FLOPs reach the default's)
-  random-first-k     whittle's setting: random shapes, first-k slicing, prefix layers, untrained ranking,
-                     given the same search FLOPs in the same way
+  random-first-k     whittle's setting: random shapes, first-k slicing, prefix layers, untrained ranking
+                     (``--evaluations``, no top-up)
 
 Each method's winner is scored untrained on fixed ``val`` windows the search never saw
 (``heldout_loss``; ``screen_best_heldout_loss``: the screen's best by untrained loss, which the rungs
@@ -95,7 +95,8 @@ def main() -> None:
         for method in METHODS[1:]:
             per[method].append(_cached(results / f"{method}-seed{seed}.json",
                                        lambda m=method, seed=seed, d=default: _method(
-                                           args, teacher, data, heldout, budget, m, seed, match_flops=d)))
+                                           args, teacher, data, heldout, budget, m, seed,
+                                           match_flops=d if m == "random-importance" else None)))
     result = _result(args, per, speed, heldout)
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=1))
@@ -284,9 +285,9 @@ def _spearman(a: list[float], b: list[float]) -> float:
 
 
 def _result(args, per: dict, speed: dict, heldout) -> dict:
-    methods = {m: {key: [r[key] for r in runs] for key in ("heldout_loss", "trained_loss", "search_flops",
-                                                          "evals_per_min", "evaluations", "abandoned")}
-               for m, runs in per.items()}
+    keys = ("heldout_loss", "trained_loss", "search_flops", "evals_per_min", "evaluations", "abandoned",
+            "winner_params", "screen_best_heldout_loss")
+    methods = {m: {key: [r.get(key) for r in runs] for key in keys} for m, runs in per.items()}
     for m in methods.values():
         m["heldout_ppl_median"] = round(math.exp(statistics.median(m["heldout_loss"])), 1)
     default, rand = per["default"], per["random-importance"]
