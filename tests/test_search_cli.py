@@ -190,3 +190,8 @@ def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a
     assert main([*args, "--resume"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["rungs"] == summary["rungs"]
+    # a resume with other rung settings does not reuse runs trained with the old ones
+    capsys.readouterr()
+    assert main([*args, "--resume", "--rung-lr", "1e-4"]) != 0
+    assert "trained with other rung settings" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["rungs"] == summary["rungs"]

@@ -179,14 +179,19 @@ def test_the_seeded_population_spans_the_bin_and_is_legal(space):
     full = {g: max(space.values[g]) for g in VALUE_GENES}
     for table in tables:
         seeds = seed_genomes(space, table, random.Random(0))
-        assert 2 <= len(seeds) <= 3
+        assert 2 <= len(seeds) <= 4
         for genome in seeds:
             spec = space.to_spec(genome)  # validated by the family's adapter
             assert table.contains(genome.sizes()) and table.bin.contains(space.adapter.counts(spec.shape).params)
+        points = [table.sizes_at(int(c), int(li)) for c, li in table.points]
         width_only, depth_only = seeds[0], seeds[1]
-        assert width_only.layers == full["layers"] or width_only.layers == max(
-            s[0] for s in (table.sizes_at(int(c), int(li)) for c, li in table.points))
+        assert width_only.layers == full["layers"] or width_only.layers == max(s[0] for s in points)
         assert depth_only.hidden == full["hidden"] or depth_only.mlp == full["mlp"]
+        # inner-width: the widest hidden, then the most heads per group, then the most layers the bin allows
+        for i in (1, 3, 0):  # hidden, heads_per_group, layers
+            points = [s for s in points if s[i] == max(p[i] for p in points)]
+        inner = {(g.hidden, g.heads_per_group, g.layers) for g in seeds}
+        assert (points[0][1], points[0][3], points[0][0]) in inner
     # evolution's first proposals are exactly these points
     target, fitness = _planted(space, tables[0])
     [state] = run_search(space, tables[:1], Evaluator(fitness, _counter(space)),

@@ -152,17 +152,33 @@ class BinTable:
 
 
     def archetypes(self, rng: random.Random) -> list[Sizes]:
-        """Three points that span the bin on purpose: width-only (the most layers, widths cut),
-        depth-only (full widths, layers cut) and balanced (every size at the same share of its range)."""
+        """Points that span the bin on purpose: width-only (the most layers, widths cut), depth-only
+        (full widths, layers cut), balanced (every size at the same share of its range) and
+        inner-width (every layer kept with its full hidden size and heads per group; whole query
+        groups and MLP neurons cut, balanced: the cut that keeps each layer's interface)."""
         full = tuple(max(self.grid.space.values[n]) for n in GENES)
         width_only = self.nearest(full, rng, fixed=("layers",))
         depth_only = self.nearest(full, rng, fixed=GENES[1:])
+        balanced = self._balanced(rng)
+        inner = self._balanced(rng, full=("hidden", "heads_per_group", "layers"))
+        return list(dict.fromkeys([width_only, depth_only, balanced, inner]))
+
+    def _balanced(self, rng: random.Random, full: tuple[str, ...] = ()) -> Sizes:
+        """The bin's point whose free genes sit at the most equal shares of their ranges; each gene
+        in ``full`` is first held at the largest value the bin allows (in that order)."""
         cand = np.concatenate([self.points[:, 1:2], self.grid.pos[self.points[:, 0]]], axis=1).astype(np.float64)
         share = cand / np.maximum(1, self.grid.scale)  # each gene's position as a share of its range
-        spread = share.max(axis=1) - share.min(axis=1)
+        v = self.grid.space.values
+        keep = np.ones(len(cand), dtype=bool)
+        free = [i for i, n in enumerate(GENES) if n not in full and len(v[n]) > 1]  # a one-value gene has no share
+        for name in full:
+            i = GENES.index(name)
+            keep &= cand[:, i] == cand[keep, i].max()
+        spread = share[:, free].max(axis=1) - share[:, free].min(axis=1)
+        spread[~keep] = np.inf
         best = np.flatnonzero(spread <= spread.min() + 1e-12)
         c, li = self.points[best[rng.randrange(len(best))]]
-        return list(dict.fromkeys([width_only, depth_only, self.sizes_at(int(c), int(li))]))
+        return self.sizes_at(int(c), int(li))
 
 
 def _pos(values: tuple[int, ...], x: int) -> int:

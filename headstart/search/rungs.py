@@ -16,11 +16,12 @@ after rung 2) while retraining the same 8k tokens again; a full short schedule p
 ``eta / (eta - 1)`` times the tokens of the survivors and ranks them on one footing.
 
 Every rung run lives in ``OUT/rungs/<bin>/<spec hash>/rung<r>/`` and ends with ``rung.json``; a
-rerun (``--resume``) skips finished rung runs and resumes an interrupted one from its checkpoint,
-so a killed search reproduces the uninterrupted result. Under torchrun the candidates of a rung are
-spread over the ranks (:func:`headstart.parallel.spread`): each rank trains and scores its own
-candidates by itself, single-process (no DDP), and the results are gathered on every rank, so the
-rungs' results and winner are those of one process, for any number of ranks.
+rerun (``--resume``) skips finished rung runs (refusing one trained with other rung settings) and
+resumes an interrupted one from its checkpoint, so a killed search reproduces the uninterrupted
+result. Under torchrun the candidates of a rung are spread over the ranks
+(:func:`headstart.parallel.spread`): each rank trains and scores its own candidates by itself,
+single-process (no DDP), and the results are gathered on every rank, so the rungs' results and
+winner are those of one process, for any number of ranks.
 """
 
 from __future__ import annotations
@@ -144,8 +145,14 @@ def _train_one(cand: Candidate, rung: int, settings: RungSettings, teacher: Any,
 
     run_dir = root / cand.spec_hash / f"rung{rung}"
     done = run_dir / RUNG_FILE
+    trained_with = {"tokens": settings.budget(rung), "seq_len": seq_len, "batch_size": settings.batch_size,
+                    "lr": settings.lr, "warmup": settings.warmup, "seed": settings.seed, "dtype": settings.dtype}
     if done.is_file():
-        return json.loads(done.read_text())
+        record = json.loads(done.read_text())
+        if record.get("trained_with") != trained_with:
+            raise ConfigError(f"{done} was trained with other rung settings ({record.get('trained_with')}, now "
+                              f"{trained_with}); rerun with those settings or delete {root.parent} to retrain")
+        return record
     run_dir.mkdir(parents=True, exist_ok=True)
     spec_file = run_dir.parent / "spec.yaml"
     if not spec_file.is_file():
@@ -161,7 +168,8 @@ def _train_one(cand: Candidate, rung: int, settings: RungSettings, teacher: Any,
     student_dir = run_dir / "student"
     summary = json.loads((student_dir / SUMMARY).read_text())
     s, n = sum_cross_entropy(load_model(student_dir).to(next(teacher.model.parameters()).device), windows)
-    record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung), "loss": s / n,
+    record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung), "trained_with": trained_with,
+              "loss": s / n,
               "untrained_loss": cand.loss, "flops": summary["student_train_flops"] + summary["teacher_flops"]
               + cand.flops * n, "student": str(student_dir)}
     write_json(done, record)
