@@ -20,12 +20,17 @@ the CPU is fast at it, early abandonment) against the plain fp32 path on the sam
 run (``precision_speedup``: bf16 alone), and ``rank_correlation`` is
 Spearman's rho between the fp32 and bf16 losses.
 
+``--data-orders 10,11,12`` retrains the default's and random sampling's winners of ``--data-order-seeds``
+under those data-order seeds as well (``data_orders`` in the JSON): how far ``trained_loss`` moves
+with the order of the training data alone, the yardstick for a per-seed difference between methods.
+
 The measurement is resumable run by run: every (method, seed) result is a JSON file under
 ``bench/results/search_quality/``; a rerun skips what is finished, so seeds can be added later, and
 a run cut short replays its search from its journal and redoes the rest.
 Writes ``docs/search_quality.json``.
 
     python bench/search_quality.py [--seeds 0,1,2] [--evaluations 60] [--train-tokens 200000]
+                                   [--data-orders 10,11,12 --data-order-seeds 1]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import random
 import statistics
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "68719476736", "MALLOC_TOP_PAD_": "1073741824"}
@@ -68,6 +74,9 @@ def _args() -> argparse.Namespace:
     p.add_argument("--train-tokens", type=int, default=200_000, help="training budget of every winner")
     p.add_argument("--rung-tokens", type=int, default=8192, help="default's rung-1 tokens")
     p.add_argument("--speed-candidates", type=int, default=60, help="candidates timed fp32 vs shipped fitness")
+    p.add_argument("--data-orders", default="", help="extra data-order seeds the winners are retrained with")
+    p.add_argument("--data-order-seeds", default="", help="search seeds whose winners --data-orders retrains "
+                   "(default: all of --seeds)")
     p.add_argument("--speed-only", action="store_true", help="time the fitness arms only (no searches, no training)")
     p.add_argument("--out", default=str(ROOT / "docs" / "search_quality.json"))
     p.add_argument("--results", default=str(RESULTS), help="per-run results (a rerun skips what is there)")
@@ -98,6 +107,8 @@ def main() -> None:
                                            args, teacher, data, heldout, budget, m, seed,
                                            match_flops=d if m == "random-importance" else None)))
     result = _result(args, per, speed, heldout)
+    if args.data_orders:
+        result["data_orders"] = _data_orders(args, teacher, data, heldout, per)
     write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "methods"}, indent=1))
 
@@ -193,6 +204,28 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
             "winner": str(best.name), "winner_params": read_yaml(best, "spec")["params"],
             "screen_best_params": screened.params, "heldout_loss": heldout_loss, "trained_loss": trained_loss,
             "screen_best_heldout_loss": round(s_loss / s_n, 4)}
+
+
+def _data_orders(args, teacher, data, heldout, per: dict) -> dict:
+    """Each chosen seed's default and random-importance winners retrained under every ``--data-orders``
+    seed (after the search seed's own order, as ``trained_loss`` had it), with the paired difference."""
+    results, orders = Path(args.results), [int(o) for o in args.data_orders.split(",")]
+    out = {}
+    for seed in [int(s) for s in (args.data_order_seeds or args.seeds).split(",")]:
+        losses = {}
+        for method in METHODS[:2]:
+            [run] = [r for r in per[method] if r["seed"] == seed]
+            spec = results / f"{method}-seed{seed}" / run["winner"]
+            losses[method] = [run["trained_loss"]]
+            for order in orders:
+                run_dir = results / f"order-{method}-seed{seed}-{order}"
+                retrained = _cached(run_dir.with_suffix(".json"), lambda spec=spec, run_dir=run_dir, order=order: {
+                    "trained_loss": _score(args, teacher, data, heldout, spec, run_dir, order)[1]})
+                losses[method].append(retrained["trained_loss"])
+        diff = [round(d - r, 4) for d, r in zip(losses["default"], losses["random-importance"])]
+        out[str(seed)] = {"orders": [seed, *orders], **losses, "default_minus_random": diff,
+                          "mean_diff": round(statistics.fmean(diff), 4), "sd_diff": round(statistics.stdev(diff), 4)}
+    return out
 
 
 def _scored(journal: Path, run: str) -> tuple[int, float]:
@@ -304,6 +337,7 @@ def _result(args, per: dict, speed: dict, heldout) -> dict:
             "fitness_speedup_ge_2": speed["fitness_speedup"] >= 2,
         },
         "torch_threads": __import__("torch").get_num_threads(),
+        "versions": {name: metadata.version(name) for name in ("torch", "transformers", "tokenizers")},
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 

@@ -106,7 +106,7 @@ def test_two_process_torchrun_search_and_rungs_equal_one_process(setup, tmp_path
     import torch
 
     teacher_dir, data = setup
-    extra = ("--bins", "2", "--evaluations", "5", "--windows", "5", "--rungs", "2", "--rung-candidates", "3",
+    extra = ("--bins", "2", "--evaluations", "7", "--windows", "5", "--rungs", "2", "--rung-candidates", "3",
              "--rung-tokens", "128", "--abandon-margin", "0", "--abandon-after", "0.5")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun workers (OMP_NUM_THREADS=1): bit-equal float sums
@@ -115,11 +115,11 @@ def test_two_process_torchrun_search_and_rungs_equal_one_process(setup, tmp_path
     finally:
         torch.set_num_threads(threads)
     header, one_rec, _ = read_journal(tmp_path / "one" / "journal.jsonl")
-    assert len(one_rec) == 10 and any(r["abandoned"] for r in one_rec)  # generations of 3 + 2 per bin
+    assert len(one_rec) == 14 and any(r["abandoned"] for r in one_rec)  # generations of 3 + 2 + 2 per bin
     (tmp_path / "two").mkdir()
     shutil.copy(tmp_path / "one" / "journal.jsonl", tmp_path / "two" / "journal.jsonl")
     lines = (tmp_path / "two" / "journal.jsonl").read_text().splitlines(keepends=True)
-    (tmp_path / "two" / "journal.jsonl").write_text("".join(lines[:1 + 4]))  # killed after 4 of 10 evaluations
+    (tmp_path / "two" / "journal.jsonl").write_text("".join(lines[:1 + 4]))  # killed after 4 of 14 evaluations
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

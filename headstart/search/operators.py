@@ -56,8 +56,9 @@ def sample(space: SearchSpace, table: BinTable, rng: random.Random) -> Genome:
 def seed_genomes(space: SearchSpace, table: BinTable, rng: random.Random) -> list[Genome]:
     """The first proposals of an evolution run, spanning the bin on purpose (see
     :meth:`~headstart.search.bins.BinTable.archetypes`): width-only, depth-only, balanced and
-    inner-width, each keeping the order's top layers; the rest of the population is drawn at random. Layer-wise, each
-    also comes tilted by layer influence (more heads and neurons in high-influence layers)."""
+    inner-width, each keeping the order's top layers; the rest of the population is drawn at random.
+    Layer-wise, each also comes tilted by layer influence (more heads and neurons in high-influence
+    layers)."""
     seeds = [space.fit(Genome(*sizes, depth="top")) for sizes in table.archetypes(rng)]
     if space.layerwise:  # the tilted point first: per-layer sizes are what this layout is for
         seeds = [x for g in seeds for x in (repair(space, table, layerwise.tilt(space, g, 0.5), rng), g)]

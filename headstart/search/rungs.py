@@ -168,9 +168,9 @@ def _train_one(cand: Candidate, rung: int, settings: RungSettings, teacher: Any,
     student_dir = run_dir / "student"
     summary = json.loads((student_dir / SUMMARY).read_text())
     s, n = sum_cross_entropy(load_model(student_dir).to(next(teacher.model.parameters()).device), windows)
-    record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung), "trained_with": trained_with,
-              "loss": s / n,
-              "untrained_loss": cand.loss, "flops": summary["student_train_flops"] + summary["teacher_flops"]
-              + cand.flops * n, "student": str(student_dir)}
+    record = {"spec_hash": cand.spec_hash, "rung": rung, "tokens": settings.budget(rung),
+              "trained_with": trained_with, "loss": s / n, "untrained_loss": cand.loss,
+              "flops": summary["student_train_flops"] + summary["teacher_flops"] + cand.flops * n,
+              "student": str(student_dir)}
     write_json(done, record)
     return record
