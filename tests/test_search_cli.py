@@ -115,7 +115,7 @@ def test_two_process_torchrun_search_and_rungs_equal_one_process(setup, tmp_path
     finally:
         torch.set_num_threads(threads)
     header, one_rec, _ = read_journal(tmp_path / "one" / "journal.jsonl")
-    assert len(one_rec) == 14 and any(r["abandoned"] for r in one_rec)  # generations of 3 + 2 + 2 per bin
+    assert len(one_rec) == 14 and any(r["abandoned"] for r in one_rec)  # generations of 3 + 3 + 1 per bin
     (tmp_path / "two").mkdir()
     shutil.copy(tmp_path / "one" / "journal.jsonl", tmp_path / "two" / "journal.jsonl")
     lines = (tmp_path / "two" / "journal.jsonl").read_text().splitlines(keepends=True)
