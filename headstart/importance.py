@@ -37,10 +37,10 @@ class Importance:
     """Per-component importance scores of one teacher (float64, CPU)."""
 
     hidden: torch.Tensor  # [hidden_size]
-    heads: torch.Tensor  # [num_layers, num_heads]; head h belongs to group h // heads_per_group
-    kv_groups: torch.Tensor  # [num_layers, num_kv_heads]
-    mlp: torch.Tensor  # [num_layers, intermediate_size]
-    layers: torch.Tensor  # [num_layers] block influence
+    heads: torch.Tensor  # [num_hidden_layers, num_attention_heads]; head h belongs to group h // heads_per_group
+    kv_groups: torch.Tensor  # [num_hidden_layers, num_key_value_heads]
+    mlp: torch.Tensor  # [num_hidden_layers, intermediate_size]
+    layers: torch.Tensor  # [num_hidden_layers] block influence
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write as safetensors, atomically."""
@@ -69,10 +69,10 @@ def compute_importance(
             f"calibration tokens must be [N, seq_len] with N >= 1 and seq_len >= 2, got {tuple(tokens.shape)}"
         )
     model, adapter, dims = teacher.model, teacher.adapter, teacher.dims
-    n_layers = dims.num_layers
+    n_layers = dims.num_hidden_layers
     acc = {
         "hidden": torch.zeros(dims.hidden_size, dtype=torch.float64),
-        "heads": torch.zeros(n_layers, dims.num_heads, dtype=torch.float64),
+        "heads": torch.zeros(n_layers, dims.num_attention_heads, dtype=torch.float64),
         "mlp": torch.zeros(n_layers, dims.intermediate_size, dtype=torch.float64),
         "layers": torch.zeros(n_layers, dtype=torch.float64),
     }
@@ -84,7 +84,8 @@ def compute_importance(
     def on_attn(i):
         def hook(_m, args):
             x = args[0].detach().double()  # [B, S, heads * head_dim]
-            acc["heads"][i] += x.view(*x.shape[:2], dims.num_heads, dims.head_dim).norm(dim=-1).sum(dim=(0, 1)).cpu()
+            per_head = x.view(*x.shape[:2], dims.num_attention_heads, dims.head_dim).norm(dim=-1)
+            acc["heads"][i] += per_head.sum(dim=(0, 1)).cpu()
         return hook
 
     def on_mlp(i):
@@ -119,7 +120,7 @@ def compute_importance(
     return Importance(
         hidden=acc["hidden"] / n_tok,
         heads=heads,
-        kv_groups=heads.view(n_layers, dims.num_kv_heads, dims.heads_per_group).sum(-1),
+        kv_groups=heads.view(n_layers, dims.num_key_value_heads, dims.heads_per_group).sum(-1),
         mlp=acc["mlp"] / n_tok,
         layers=acc["layers"] / n_tok,
     )

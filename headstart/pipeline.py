@@ -170,7 +170,8 @@ class Pipeline:
             folder.mkdir(parents=True, exist_ok=True)
             spec.save(folder / "searched.yaml", extra={"teacher": self.recipe.teacher, "search_loss": meta["loss"],
                                                        "params": meta["params"]})
-            first_k = teacher.adapter.validate(pick(Orders.first_k(teacher.dims), range(spec.num_layers), spec.shape))
+            first_k = pick(Orders.first_k(teacher.dims), range(spec.num_hidden_layers), spec.shape)
+            first_k = teacher.adapter.validate(first_k)
             first_k.save(folder / "first-k.yaml", extra={"teacher": self.recipe.teacher, "params": meta["params"]})
 
     def train_all(self) -> Path:

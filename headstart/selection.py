@@ -42,18 +42,18 @@ class Orders:
     @classmethod
     def first_k(cls, dims: TeacherDims) -> Orders:
         """Leading indices first (whittle's slicing)."""
-        n = dims.num_layers
+        n = dims.num_hidden_layers
         return cls(
             name="first-k", layers=tuple(range(n)), hidden=tuple(range(dims.hidden_size)),
-            kv=(tuple(range(dims.num_kv_heads)),) * n,
-            heads=((tuple(range(dims.heads_per_group)),) * dims.num_kv_heads,) * n,
+            kv=(tuple(range(dims.num_key_value_heads)),) * n,
+            heads=((tuple(range(dims.heads_per_group)),) * dims.num_key_value_heads,) * n,
             mlp=(tuple(range(dims.intermediate_size)),) * n,
         )
 
     @classmethod
     def from_importance(cls, dims: TeacherDims, imp: Importance) -> Orders:
         """Most important first (layers by block influence); ties go to the lower index."""
-        n, g, hpg = dims.num_layers, dims.num_kv_heads, dims.heads_per_group
+        n, g, hpg = dims.num_hidden_layers, dims.num_key_value_heads, dims.heads_per_group
         heads = tuple(tuple(rank(imp.heads[t].reshape(g, hpg)[grp]) for grp in range(g)) for t in range(n))
         return cls(
             name="importance", layers=rank(imp.layers), hidden=rank(imp.hidden),
@@ -105,11 +105,11 @@ def from_sizes(
     """
     orders = Orders.of(dims, mode, importance)
     sizes = {
-        "hidden": (hidden, dims.hidden_size), "kv_groups": (kv_groups, dims.num_kv_heads),
+        "hidden": (hidden, dims.hidden_size), "kv_groups": (kv_groups, dims.num_key_value_heads),
         "heads_per_group": (heads_per_group, dims.heads_per_group), "mlp": (mlp, dims.intermediate_size),
     }
     if layers is None or isinstance(layers, int):
-        sizes["layers"] = (layers, dims.num_layers)
+        sizes["layers"] = (layers, dims.num_hidden_layers)
     got = {name: limit if size is None else size for name, (size, limit) in sizes.items()}
     for name, (_, limit) in sizes.items():
         if got[name] < 1:
@@ -120,9 +120,9 @@ def from_sizes(
         layer_ids: Sequence[int] = sorted(orders.layers[: got["layers"]])
     else:
         layer_ids = _ints(layers, "layers")  # type: ignore[arg-type]
-        bad = [t for t in layer_ids if not 0 <= t < dims.num_layers]
+        bad = [t for t in layer_ids if not 0 <= t < dims.num_hidden_layers]
         if bad:
-            raise SpecError(f"layers has index {bad[0]}, out of range 0..{dims.num_layers - 1}")
+            raise SpecError(f"layers has index {bad[0]}, out of range 0..{dims.num_hidden_layers - 1}")
     shape = Shape.of(len(layer_ids), got["hidden"], got["kv_groups"], got["heads_per_group"], got["mlp"])
     return pick(orders, layer_ids, shape).validate(dims)
 

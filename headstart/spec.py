@@ -39,10 +39,10 @@ MODES: tuple[str, ...] = ("importance", "first-k")  # index orders: calibration 
 class TeacherDims:
     """The shape of a teacher, as far as sub-network selection is concerned."""
 
-    num_layers: int
+    num_hidden_layers: int
     hidden_size: int
-    num_heads: int
-    num_kv_heads: int
+    num_attention_heads: int
+    num_key_value_heads: int
     head_dim: int
     intermediate_size: int
     vocab_size: int
@@ -50,15 +50,15 @@ class TeacherDims:
     @property
     def heads_per_group(self) -> int:
         """Query heads that share one key/value head."""
-        return self.num_heads // self.num_kv_heads
+        return self.num_attention_heads // self.num_key_value_heads
 
     layer_sizes: tuple[LayerSizes, ...] | None = None  # per layer, for a layer-wise checkpoint
 
     @property
     def shape(self) -> Shape:
         """The teacher's own sizes."""
-        return Shape(self.num_layers, self.hidden_size, self.num_kv_heads, self.num_heads, self.intermediate_size,
-                     self.layer_sizes)
+        return Shape(self.num_hidden_layers, self.hidden_size, self.num_key_value_heads, self.num_attention_heads,
+                     self.intermediate_size, self.layer_sizes)
 
 
 def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:
@@ -167,7 +167,7 @@ class SubnetSpec:
         return self.shape.uniform
 
     @property
-    def num_layers(self) -> int:
+    def num_hidden_layers(self) -> int:
         """Number of student layers."""
         return len(self.layers)
 
@@ -197,17 +197,17 @@ class SubnetSpec:
 
         Returns ``self`` so that calls can be chained.
         """
-        n = self.num_layers
+        n = self.num_hidden_layers
         if n == 0:
             raise SpecError("spec keeps no layers; keep at least one")
-        _check_index_list(self.layers, dims.num_layers, "layers", "teacher layers")
+        _check_index_list(self.layers, dims.num_hidden_layers, "layers", "teacher layers")
         _check_index_list(self.hidden, dims.hidden_size, "hidden", "hidden channels")
         for name, per_layer in (("kv_groups", self.kv_groups), ("heads", self.heads), ("mlp", self.mlp)):
             if len(per_layer) != n:
                 raise SpecError(f"{name} has {len(per_layer)} entries but the spec keeps {n} layers")
         for i in range(n):
             where = f"layer {i} (teacher layer {self.layers[i]})"
-            _check_index_list(self.kv_groups[i], dims.num_kv_heads, f"kv_groups of {where}", "kv groups")
+            _check_index_list(self.kv_groups[i], dims.num_key_value_heads, f"kv_groups of {where}", "kv groups")
             n_groups = len(self.kv_groups[i])
             if len(self.heads[i]) != n_groups:
                 raise SpecError(

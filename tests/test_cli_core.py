@@ -38,7 +38,7 @@ def test_extract_from_sizes_in_both_modes(tiny_teacher_dirs, tmp_path):
                      "--mode", mode, "--calib", str(calib), "--calib-samples", "4", "--calib-seq-len", "32"])
         assert code == 0
         spec = load_spec_of(out)
-        assert spec.sizes()["hidden_size"] == 32 and spec.num_layers == 3
+        assert spec.sizes()["hidden_size"] == 32 and spec.num_hidden_layers == 3
         model = AutoModelForCausalLM.from_pretrained(out)
         assert model.config.tie_word_embeddings and model.config.hidden_size == 32
     assert load_spec_of(tmp_path / "first-k").hidden == tuple(range(32))

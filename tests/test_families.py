@@ -85,7 +85,7 @@ def test_counts_match_teacher_and_flops_formula(family):
     )
     if teacher.adapter.tied:
         matrices += d.vocab_size * d.hidden_size
-    attention = d.num_layers * 4 * 128 * d.num_heads * d.head_dim
+    attention = d.num_hidden_layers * 4 * 128 * d.num_attention_heads * d.head_dim
     assert counts.flops_per_token == 2 * matrices + attention
 
 

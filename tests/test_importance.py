@@ -29,7 +29,8 @@ def test_scores_find_planted_structure():
     teacher = _planted_llama()
     scores = compute_importance(teacher, TOKENS)
     d = teacher.dims
-    assert scores.hidden.shape == (d.hidden_size,) and scores.heads.shape == (d.num_layers, d.num_heads)
+    assert scores.hidden.shape == (d.hidden_size,)
+    assert scores.heads.shape == (d.num_hidden_layers, d.num_attention_heads)
     assert scores.mlp[1, 7] == 0 and scores.mlp[1].min() == 0 and (scores.mlp[0] > 0).all()
     assert scores.heads[2, 2:4].abs().max() == 0  # both query heads of group 1 read zero values
     assert scores.kv_groups[2, 1] == 0 and scores.kv_groups[2, 0] > 0

@@ -37,7 +37,7 @@ def _planted(space, table, seed=123):
         sh = spec.shape
         sizes = (sh.num_hidden_layers, sh.hidden_size, sh.num_key_value_heads, sh.heads_per_group, sh.intermediate_size)
         dist = sum(abs(values[g].index(s) - values[g].index(t)) for g, s, t in zip(VALUE_GENES, sizes, target))
-        return float(dist) + (0.0 if spec.layers == tuple(range(spec.num_layers)) else 0.5)
+        return float(dist) + (0.0 if spec.layers == tuple(range(spec.num_hidden_layers)) else 0.5)
 
     return target, fitness
 

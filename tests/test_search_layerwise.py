@@ -45,7 +45,7 @@ def test_layer_wise_operators_stay_legal_in_the_bin_and_count_right(teachers, fa
             for child in (crossover(space, table, a, b, rng), mutate(space, table, a, rng)):
                 spec = space.to_spec(child)  # validated by the family's adapter
                 params = teacher.adapter.counts(spec.shape).params
-                assert table.bin.contains(params) and len(child.layer_sizes) == teacher.dims.num_layers
+                assert table.bin.contains(params) and len(child.layer_sizes) == teacher.dims.num_hidden_layers
                 assert space.shape(child) == spec.shape
                 differing += not spec.uniform
                 if i % 6 == 0:  # the analytic count is the built model's

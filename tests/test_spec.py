@@ -10,7 +10,7 @@ from headstart.importance import Importance
 from headstart.selection import from_sizes
 from headstart.spec import SubnetSpec, TeacherDims
 
-DIMS = TeacherDims(num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=2, head_dim=16,
+DIMS = TeacherDims(num_hidden_layers=4, hidden_size=64, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                    intermediate_size=96, vocab_size=512)
 
 

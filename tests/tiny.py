@@ -94,7 +94,7 @@ def layerwise_spec(dims: TeacherDims) -> SubnetSpec:
     """A layer-wise spec of a tiny teacher: its layers 0, 1, 3 (2 dropped), the full hidden width, and
     three different layer shapes."""
     whole = full(dims)
-    g, hpg, m = dims.num_kv_heads, dims.heads_per_group, dims.intermediate_size
+    g, hpg, m = dims.num_key_value_heads, dims.heads_per_group, dims.intermediate_size
     layer1_heads = tuple(range(hpg))[1:] or (0,)
     return SubnetSpec(
         layers=(0, 1, 3), hidden=whole.hidden,

@@ -18,8 +18,8 @@ def describe_teacher(teacher: Any, seq_len: int = 2048) -> dict[str, Any]:
         "class": type(teacher.model).__name__,
         "fingerprint": teacher.fingerprint,
         "dims": {
-            "num_hidden_layers": d.num_layers, "hidden_size": d.hidden_size,
-            "num_attention_heads": d.num_heads, "num_key_value_heads": d.num_kv_heads,
+            "num_hidden_layers": d.num_hidden_layers, "hidden_size": d.hidden_size,
+            "num_attention_heads": d.num_attention_heads, "num_key_value_heads": d.num_key_value_heads,
             "heads_per_group": d.heads_per_group, "head_dim": d.head_dim,
             "intermediate_size": d.intermediate_size, "vocab_size (embedding rows)": d.vocab_size,
         },
@@ -32,9 +32,9 @@ def describe_teacher(teacher: Any, seq_len: int = 2048) -> dict[str, Any]:
         "flops_context": seq_len,
         "tokenizer_vocab": len(tok) if tok is not None else None,
         "spec_ranges": {
-            "layers": f"1..{d.num_layers} (any subset, in order)",
+            "layers": f"1..{d.num_hidden_layers} (any subset, in order)",
             "hidden": f"1..{d.hidden_size}",
-            "kv_groups": f"1..{d.num_kv_heads}",
+            "kv_groups": f"1..{d.num_key_value_heads}",
             "heads_per_group": f"1..{d.heads_per_group}",
             "mlp": f"1..{d.intermediate_size}",
             "constraint": teacher.adapter.constraint(),

@@ -158,10 +158,10 @@ class ModelAdapter(ABC):
         for key in _DROP_CONFIG_KEYS:
             data.pop(key, None)
         layer_types = data.get("layer_types")
-        if isinstance(layer_types, list) and len(layer_types) == self.dims.num_layers:
+        if isinstance(layer_types, list) and len(layer_types) == self.dims.num_hidden_layers:
             data["layer_types"] = [layer_types[i] for i in spec.layers]
         if "max_window_layers" in data:
-            data["max_window_layers"] = min(data["max_window_layers"], spec.num_layers)
+            data["max_window_layers"] = min(data["max_window_layers"], spec.num_hidden_layers)
         data.update(self._student_overrides(spec))
         model_type = data.pop("model_type")
         try:

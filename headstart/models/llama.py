@@ -21,10 +21,10 @@ class LlamaAdapter(ModelAdapter):
     def _dims(self, config: PretrainedConfig) -> TeacherDims:
         heads = config.num_attention_heads
         return TeacherDims(
-            num_layers=config.num_hidden_layers,
+            num_hidden_layers=config.num_hidden_layers,
             hidden_size=config.hidden_size,
-            num_heads=heads,
-            num_kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+            num_attention_heads=heads,
+            num_key_value_heads=getattr(config, "num_key_value_heads", None) or heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // heads,
             intermediate_size=config.intermediate_size,
             vocab_size=config.vocab_size,

@@ -104,7 +104,7 @@ def _mutate_picks(space: SearchSpace, genome: Genome, rng: random.Random) -> Gen
     assert p is not None  # fine genomes always carry picks (space.fit)
     t = rng.choice(space.layer_ids(genome))
     options = [name for name, size, full in (
-        ("hidden", genome.hidden, d.hidden_size), ("kv", genome.kv_groups, d.num_kv_heads),
+        ("hidden", genome.hidden, d.hidden_size), ("kv", genome.kv_groups, d.num_key_value_heads),
         ("heads", genome.heads_per_group, d.heads_per_group), ("mlp", genome.mlp, d.intermediate_size),
     ) if size < full]
     if not options:

@@ -92,9 +92,9 @@ def default_space(dims: TeacherDims, granularity: str = "coarse", layout: str = 
     to multiples of 64 where the teacher allows (smaller powers of two for tiny teachers)."""
     hs, ms = _default_step(dims.hidden_size), _default_step(dims.intermediate_size)
     return SpaceConfig(
-        layers=IntRange(1, dims.num_layers),
+        layers=IntRange(1, dims.num_hidden_layers),
         hidden=IntRange(hs, dims.hidden_size, hs),
-        kv_groups=IntRange(1, dims.num_kv_heads),
+        kv_groups=IntRange(1, dims.num_key_value_heads),
         heads_per_group=IntRange(1, dims.heads_per_group),
         mlp=IntRange(ms, dims.intermediate_size, ms),
         granularity=granularity,
@@ -103,9 +103,9 @@ def default_space(dims: TeacherDims, granularity: str = "coarse", layout: str = 
 
 
 _LIMITS = {
-    "layers": ("num_layers", "layers"),
+    "layers": ("num_hidden_layers", "layers"),
     "hidden": ("hidden_size", "hidden size"),
-    "kv_groups": ("num_kv_heads", "key/value groups"),
+    "kv_groups": ("num_key_value_heads", "key/value groups"),
     "heads_per_group": ("heads_per_group", "query heads per group"),
     "mlp": ("intermediate_size", "MLP size"),
 }
@@ -312,7 +312,7 @@ class SearchSpace:
 
     def layer_ids(self, genome: Genome) -> tuple[int, ...]:
         """The kept teacher layers, in teacher order."""
-        n, total = genome.layers, self.dims.num_layers
+        n, total = genome.layers, self.dims.num_hidden_layers
         if genome.depth == "top":
             return tuple(sorted(self.orders.layers[:n]))
         if genome.depth == "block":
@@ -334,19 +334,19 @@ class SearchSpace:
     def fit(self, genome: Genome) -> Genome:
         """Make the depth arguments and index picks agree with the genome's sizes."""
         n = genome.layers
-        start = min(max(genome.block_start, 0), n) if genome.depth == "block" and n < self.dims.num_layers else 0
+        start = min(max(genome.block_start, 0), n) if genome.depth == "block" and n < self.dims.num_hidden_layers else 0
         free = resize(genome.free_layers, self.orders.layers, n) if genome.depth == "free" else ()
         sizes = ()
         if self.layerwise:
             template = (genome.kv_groups, genome.heads_per_group, genome.mlp)
-            given = genome.layer_sizes or (template,) * self.dims.num_layers
+            given = genome.layer_sizes or (template,) * self.dims.num_hidden_layers
             sizes = tuple(self.snap_layer(genome.hidden, s) for s in given)
         genome = replace(genome, block_start=start, free_layers=free, layer_sizes=sizes)
         return replace(genome, picks=self._fit_picks(genome) if self.fine else None)
 
     def _fit_picks(self, genome: Genome) -> Picks:
         o, p = self.orders, genome.picks
-        n_layers, n_groups = self.dims.num_layers, self.dims.num_kv_heads
+        n_layers, n_groups = self.dims.num_hidden_layers, self.dims.num_key_value_heads
         if p is None:
             p = Picks(hidden=(), kv=((),) * n_layers, heads=(((),) * n_groups,) * n_layers, mlp=((),) * n_layers)
         sizes = genome.layer_sizes or ((genome.kv_groups, genome.heads_per_group, genome.mlp),) * n_layers
