@@ -26,13 +26,13 @@ def main() -> None:
     search_quality._reexec_with_malloc_settings()
     opts = p.parse_args()
     out, layers = Path(opts.out), {int(x) for x in opts.layers.split(",")}
-    from headstart.extract import build_student
+    from headstart.extraction import build_student
     from headstart.importance import load_or_compute_importance
     from headstart.io import write_json
     from headstart.lm_loss import sum_cross_entropy
-    from headstart.search.bins import SizeGrid, make_bins
-    from headstart.search.pipeline import load_windows
-    from headstart.search.space import Genome, SearchSpace, default_space
+    from headstart.searching.bins import SizeGrid, make_bins
+    from headstart.searching.pipeline import load_windows
+    from headstart.searching.space import Genome, SearchSpace, default_space
     from headstart.selection import Orders
 
     args = argparse.Namespace(model="builtin:smollm2-135m", corpus="builtin:shakespeare", seq_len=256,

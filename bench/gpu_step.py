@@ -1,6 +1,6 @@
 """KD train-step throughput and MFU of headstart's real training step, ready for a GPU.
 
-Runs :func:`headstart.train.step.train_step` (student forward, teacher forward under ``no_grad``,
+Runs :func:`headstart.training.step.train_step` (student forward, teacher forward under ``no_grad``,
 the chunked KD loss, backward, clipping, AdamW) on random tokens and reports tokens/s and MFU:
 analytic FLOPs per step (3 × the student's forward FLOPs per token + the teacher's forward FLOPs
 per token, from the family adapters) over the measured step time over the device's peak.
@@ -38,8 +38,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from headstart.models import get_adapter
 from headstart.precision import compute_dtype
-from headstart.train.kd_loss import KDConfig
-from headstart.train.step import DistillModule, StepContext, train_step
+from headstart.training.kd_loss import KDConfig
+from headstart.training.step import DistillModule, StepContext, train_step
 
 # dense bf16 peaks from the vendors' datasheets, FLOP/s; matched against the CUDA device name in order
 SPEC_PEAKS = [("H200", 989.4e12), ("H100 PCIe", 756.0e12), ("H100", 989.4e12), ("A100", 312.0e12)]

@@ -70,8 +70,8 @@ def headstart_step(module, teacher, batch) -> float:
 
 
 def _setup(batch_size: int, seq_len: int, steps: int, alpha: float, t: float):
-    from headstart.train.kd_loss import KDConfig
-    from headstart.train.step import DistillModule
+    from headstart.training.kd_loss import KDConfig
+    from headstart.training.step import DistillModule
 
     student, teacher = models()
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
@@ -127,7 +127,7 @@ def speed(batch_size: int, seq_len: int, steps: int, alpha: float, t: float, pre
 
 def loss_only_speed(batch_size: int, seq_len: int, rounds: int, alpha: float, t: float, precision: str) -> dict:
     """Just the part that differs: the loss and its backward from given hidden states, best of N."""
-    from headstart.train.kd_loss import KDConfig, chunked_kd_loss
+    from headstart.training.kd_loss import KDConfig, chunked_kd_loss
 
     student, teacher = models()
     gen = torch.Generator().manual_seed(3)
@@ -162,7 +162,7 @@ def loss_only_speed(batch_size: int, seq_len: int, rounds: int, alpha: float, t:
 
 def cache_bytes_per_token(seq_len: int, k: int = 64, windows: int = 8) -> dict:
     """Build a real top-k cache from the teacher over random windows; bytes on disk per token."""
-    from headstart.train.teacher_cache import build_cache, bytes_per_token
+    from headstart.training.teacher_cache import build_cache, bytes_per_token
 
     _, teacher = models()
     gen = torch.Generator().manual_seed(2)

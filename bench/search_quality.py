@@ -157,10 +157,10 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
     from dataclasses import replace
 
     from headstart.config import read_yaml
-    from headstart.extract import build_student
+    from headstart.extraction import build_student
     from headstart.lm_loss import sum_cross_entropy
-    from headstart.search.pipeline import run_job
-    from headstart.search.report import summary
+    from headstart.searching.pipeline import run_job
+    from headstart.searching.report import summary
 
     out = Path(args.results) / f"{method}-seed{seed}"
     resume = (out / "journal.jsonl").is_file()  # a cut-short run: replay its search, redo everything after it
@@ -241,11 +241,11 @@ def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: i
     schedule ``headstart run`` gives a student cut from the teacher (``INHERITED``, half of train's batch 8)."""
     from headstart.commands.train import run as train
     from headstart.configs import INHERITED
-    from headstart.extract import build_student
+    from headstart.extraction import build_student
     from headstart.lm_loss import sum_cross_entropy
     from headstart.spec import SubnetSpec
     from headstart.teacher import load_model
-    from headstart.train.config import TrainConfig
+    from headstart.training.config import TrainConfig
 
     s, n = sum_cross_entropy(build_student(teacher, SubnetSpec.load(spec_file)), heldout)
     cfg = TrainConfig(student=str(spec_file), teacher=args.model, data=str(data), out=str(run_dir),
@@ -266,11 +266,11 @@ def _fitness_speed(args, teacher, data, budget: int) -> dict:
     population (a wrong abandonment).
     """
     from headstart.configs import SearchConfig
-    from headstart.search.bins import SizeGrid, make_bins
-    from headstart.search.fitness import Fitness
-    from headstart.search.operators import sample
-    from headstart.search.pipeline import load_windows
-    from headstart.search.space import SearchSpace, default_space
+    from headstart.searching.bins import SizeGrid, make_bins
+    from headstart.searching.fitness import Fitness
+    from headstart.searching.operators import sample
+    from headstart.searching.pipeline import load_windows
+    from headstart.searching.space import SearchSpace, default_space
     from headstart.selection import Orders
 
     job = _job(args, data, budget, Path(args.results) / "speed")

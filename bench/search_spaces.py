@@ -71,8 +71,8 @@ def main() -> None:
 
 
 def _space(args, teacher, data, heldout, budget: int, granularity: str, layout: str, seed: int) -> dict:
-    from headstart.search.pipeline import run_job
-    from headstart.search.report import summary
+    from headstart.searching.pipeline import run_job
+    from headstart.searching.report import summary
     from headstart.spec import SubnetSpec
 
     out = Path(args.results) / f"{granularity}-{layout}-seed{seed}"

@@ -73,7 +73,7 @@ from headstart.io import write_json
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
 from headstart.report import RunCurve, crossing, plot_curves, run_curve, setup_costs
-from headstart.train.config import TrainConfig
+from headstart.training.config import TrainConfig
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
 CALIB = (64, 128)  # reconstruction: calibration windows x tokens from the train split
@@ -147,7 +147,7 @@ def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[
     or (``inputs="student"``, the extract defaults' passes) the student's own inputs; its stats."""
     from headstart.calibration import calibration_tokens
     from headstart.configs import ExtractConfig
-    from headstart.extract import build_student, export
+    from headstart.extraction import build_student, export
     from headstart.reconstruct import reconstruct
     from headstart.spec import SubnetSpec
 
@@ -185,7 +185,7 @@ def teacher_cache(pipe: Pipeline, tokens: int) -> tuple[Path, float]:
 def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: int, student: str,
                  target: float | None, run_dir: Path) -> TrainConfig:
     """The training options of run ``name``: the recipe's train section, the variant's changes, the budget."""
-    from headstart.train.checkpoint import latest_checkpoint
+    from headstart.training.checkpoint import latest_checkpoint
 
     recipe = pipe.recipe
     values = {**dataclasses.asdict(recipe.train), **VARIANTS[name]["train"]}
@@ -206,8 +206,8 @@ def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: in
 def initial_loss(pipe: Pipeline, cfg: TrainConfig) -> float:
     """Validation loss of the run's starting point on its validation windows."""
     from headstart.data import fixed_windows
-    from headstart.evaluate import perplexity
-    from headstart.train.build import load_student
+    from headstart.evaluation import perplexity
+    from headstart.training.build import load_student
 
     student, _ = load_student(cfg.student, pipe.teacher, cfg.seed)
     windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
@@ -234,7 +234,7 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
             baseline: dict[str, Any] | None) -> dict[str, Any]:
     """Train run ``name`` at ``budget`` (unless its result exists) and return its result."""
     from headstart.commands import train
-    from headstart.train.build import SUMMARY
+    from headstart.training.build import SUMMARY
 
     seed = pipe.recipe.seed
     result_file = args.out / "results" / str(budget) / f"seed{seed}" / f"{name}.json"

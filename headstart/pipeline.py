@@ -1,7 +1,8 @@
 """``headstart run``: prepare -> importance + search -> specs -> train every run of every budget -> eval -> report.
 
-Each stage calls the same ``run(cfg)`` function as its subcommand, with the config the recipe
-derives. Output layout (``OUT`` is the recipe's ``out``; ``B`` is a budget's bin label, e.g. ``bin0-50M``)::
+Each stage calls the stage module's own ``run`` (the function its subcommand calls) with the paths and
+options the recipe derives. Output layout (``OUT`` is the recipe's ``out``; ``B`` is a budget's bin label,
+e.g. ``bin0-50M``)::
 
     OUT/recipe.yaml                     the resolved recipe
     OUT/data/                           prepared token shards + manifest.json       (stage "prepare")
@@ -12,29 +13,32 @@ derives. Output layout (``OUT`` is the recipe's ``out``; ``B`` is a budget's bin
     OUT/report/                         report.md, plots, summary.json                ("report")
     OUT/.stages/<stage>.json            what each finished stage was computed from
 
-A stage is skipped when its record matches the recipe and upstream stages and its outputs exist;
-a stage whose outputs were deleted is recomputed; an interrupted training run resumes from its
-newest checkpoint; a run whose settings changed starts afresh.
+The whole recipe is checked before the first file is written (:func:`check`). A stage is skipped when
+its record matches the recipe and upstream stages and its outputs exist; a stage whose outputs were
+deleted is recomputed; an interrupted training run resumes from its newest checkpoint. A finished stage
+whose settings changed is only recomputed with ``overwrite`` (else the run stops, naming what changed).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from headstart.errors import ConfigError
+from headstart.config.evaluate import EvalPaths
+from headstart.config.prepare import PreparePaths
+from headstart.config.recipe import RUN_LABELS, RUNS, RecipeConfig
+from headstart.config.search import SearchPaths
+from headstart.config.train import TrainPaths, flatten
+from headstart.errors import CheckpointError, ConfigError
 from headstart.io import write_json, write_yaml
-from headstart.recipe import RUN_LABELS, RUNS, RecipeConfig
-from headstart.selection import Orders, pick
+from headstart.progress import Progress, report
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +53,13 @@ def _hash(data: Any) -> str:
 class Pipeline:
     """Runs a :class:`RecipeConfig` stage by stage, skipping what is already done."""
 
-    def __init__(self, recipe: RecipeConfig, say: Callable[[str], None] = log.info) -> None:
-        self.recipe = recipe
-        self.out = Path(recipe.out)
-        self.say = say
+    def __init__(self, recipe: RecipeConfig, progress: Progress | None = None, overwrite: bool = False,
+                 say: Callable[[str], None] = log.info) -> None:
+        self.recipe, self.out, self.progress, self.overwrite, self.say = recipe, Path(recipe.out), progress, \
+            overwrite, say
         self._teacher: Any = None
-        self.keys: dict[str, str] = {}
-        self.labels: list[str] = []
+        self.fingerprints: dict[str, str] = {}  # stage -> hash of what it was computed from
+        self.labels = [f"bin{i}-{_format(b)}" for i, b in enumerate(recipe.budgets())]
 
     # -- bookkeeping ---------------------------------------------------------------------------
     @property
@@ -64,42 +68,51 @@ class Pipeline:
         if self._teacher is None:
             from headstart.teacher import load_teacher
 
-            self.say(f"loading teacher {self.recipe.teacher}")
+            report(self.progress, "load teacher", 0, 1)
             self._teacher = load_teacher(self.recipe.teacher)
+            report(self.progress, "load teacher", 1, 1)
         return self._teacher
 
     def _record(self, stage: str) -> Path:
         return self.out / ".stages" / f"{stage.replace(':', '-').replace('/', '-')}.json"
 
-    def _saved_key(self, stage: str) -> str | None:
+    def _saved(self, stage: str) -> dict[str, Any]:
         try:
-            return json.loads(self._record(stage).read_text()).get("key")
-        except (OSError, ValueError, AttributeError):  # missing or damaged record: the stage runs again
-            return None
+            saved = json.loads(self._record(stage).read_text())
+            return saved if isinstance(saved, dict) else {}
+        except (OSError, ValueError):  # missing or damaged record: the stage runs again
+            return {}
 
-    def _done(self, stage: str, key: str, outputs: list[Path]) -> bool:
-        if self._saved_key(stage) != key:
-            return False
-        missing = [p for p in outputs if not p.exists()]
-        if missing:
+    def _done(self, stage: str, key: str, outputs: list[Path], settings: Any = None,
+              output: Path | None = None) -> bool:
+        """Whether ``stage`` finished with these settings; refuses to replace one finished with others unless
+        ``overwrite`` (``output``, if given, is then removed)."""
+        saved = self._saved(stage)
+        if saved.get("key") == key:
+            missing = [p for p in outputs if not p.exists()]
+            if not missing:
+                self.say(f"[{stage}] done earlier, skipped")
+                return True
             self.say(f"[{stage}] outputs missing ({missing[0].name}); recomputing")
             return False
-        self.say(f"[{stage}] done earlier, skipped")
-        return True
+        if saved.get("key") is not None and output is not None and output.exists():
+            if not self.overwrite:
+                raise CheckpointError(f"{output} was computed with other settings ({_changes(saved, settings)}); "
+                                      "pass --overwrite to recompute it, or choose another out")
+            self.say(f"[{stage}] settings changed ({_changes(saved, settings)}); recomputing")
+            shutil.rmtree(output)
+        return False
 
-    def _stale(self, stage: str, key: str) -> bool:
-        """True when ``stage`` finished before with other settings than ``key``."""
-        saved = self._saved_key(stage)
-        return saved is not None and saved != key
-
-    def _finish(self, stage: str, key: str, **info: Any) -> None:
-        write_json(self._record(stage), {"key": key, "finished": time.time(), **info})
+    def _finish(self, stage: str, key: str, settings: Any = None, **info: Any) -> None:
+        write_json(self._record(stage), {"key": key, "settings": settings, "finished": time.time(), **info},
+                   default=str)
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self, only: str | None = None) -> Path:
         """Run every stage (or up to ``only``); return the last stage's output directory."""
         if only is not None and only not in STAGES:
             raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
+        check(self.recipe)
         self.out.mkdir(parents=True, exist_ok=True)
         write_yaml(self.out / "recipe.yaml", self.recipe.to_dict())
         steps: list[tuple[str, Callable[[], Path]]] = [
@@ -115,64 +128,47 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------------------
     def prepare(self) -> Path:
         """Tokenize the corpus with the teacher's tokenizer."""
-        from headstart.commands import prepare
         from headstart.data import read_manifest
+        from headstart.data import stage as data_stage
 
-        cfg = dataclasses.replace(self.recipe.data, tokenizer=self.recipe.teacher, out=str(self.out / "data"))
-        key = _hash(dataclasses.asdict(cfg))
-        if not self._done("prepare", key, [Path(cfg.out) / "manifest.json"]):
-            self.say(f"[prepare] tokenizing {', '.join(cfg.inputs)}")
+        paths = self.prepare_paths()
+        settings = {"paths": asdict(paths), "options": asdict(self.recipe.prepare)}
+        key = _hash(settings)
+        if not self._done("prepare", key, [Path(paths.out) / "manifest.json"]):
+            self.say(f"[prepare] tokenizing {', '.join(paths.inputs)}")
             tokenizer = self._teacher.tokenizer if self._teacher is not None else None
-            prepare.run(cfg, tokenizer=tokenizer)
-            self._finish("prepare", key)
-        self.keys["prepare"] = _hash([key, read_manifest(cfg.out).get("key")])
-        return Path(cfg.out)
+            data_stage.run(paths, self.recipe.prepare, tokenizer=tokenizer, progress=self.progress)
+            self._finish("prepare", key, settings)
+        check_prepared(self.recipe, paths.out)
+        self.fingerprints["prepare"] = _hash([key, read_manifest(paths.out).get("key")])
+        return Path(paths.out)
+
+    def prepare_paths(self) -> PreparePaths:
+        """Where the recipe's corpus is prepared."""
+        return PreparePaths(tokenizer=self.recipe.teacher, out=str(self.out / "data"), inputs=list(self.recipe.corpus))
+
+    def search_paths(self) -> SearchPaths:
+        """Where the recipe's search reads and writes."""
+        return SearchPaths(teacher=self.recipe.teacher, data=str(self.out / "data"), out=str(self.out / "search"))
 
     def search(self) -> Path:
         """Importance pass + bin-constrained search in every budget; write each budget's two specs."""
-        from headstart.commands import search
-        from headstart.search.bins import format_params
+        from headstart.searching import stage as search_stage
+        from headstart.searching.specs import write_budget_specs
 
-        out = self.out / "search"
-        cfg = dataclasses.replace(self.recipe.search, teacher=self.recipe.teacher, data=str(self.out / "data"),
-                                  out=str(out), resume=False)
-        key = _hash([self.keys["prepare"], dataclasses.asdict(cfg)])
-        self.labels = [f"bin{i}-{format_params(b)}" for i, b in enumerate(self.recipe.budgets())]
-        students = self.out / "students"
-        specs = [students / label / name for label in self.labels for name in ("searched.yaml", "first-k.yaml")]
-        if not self._done("search", key, [out / "summary.json", out / "teacher.json", *specs]):
-            if self._stale("search", key) and out.exists():
-                self.say("[search] settings changed since the last run; starting the search afresh")
-                shutil.rmtree(out)
-            cfg.resume = (out / "journal.jsonl").is_file()
-            self.say(f"[search] {'resuming' if cfg.resume else 'searching'} in budget(s) {cfg.params}")
-            search.run(cfg, teacher=self.teacher)
-            self._write_specs(cfg)
-            self._finish("search", key)
-        self.keys["search"] = key
+        paths, cfg = self.search_paths(), self.recipe.search
+        out = Path(paths.out)
+        settings = {"prepare": self.fingerprints["prepare"], "options": asdict(cfg)}
+        key = _hash(settings)
+        specs = [self.out / "students" / label / n for label in self.labels for n in ("searched.yaml", "first-k.yaml")]
+        if not self._done("search", key, [out / "summary.json", out / "teacher.json", *specs], settings, out):
+            paths.resume = (out / "journal.jsonl").is_file()
+            self.say(f"[search] {'resuming' if paths.resume else 'searching'} in budget(s) {cfg.params}")
+            search_stage.run(paths, cfg, teacher=self.teacher, progress=self.progress)
+            write_budget_specs(self.teacher, out, self.out / "students", self.labels, self.recipe.teacher, cfg.seq_len)
+            self._finish("search", key, settings)
+        self.fingerprints["search"] = key
         return out
-
-    def _write_specs(self, cfg: Any) -> None:
-        from headstart.spec import SubnetSpec
-
-        teacher, out = self.teacher, self.out / "search"
-        counts = teacher.adapter.counts(seq_len=cfg.seq_len)
-        write_json(out / "teacher.json", {
-            "source": self.recipe.teacher, "fingerprint": teacher.fingerprint, "params": counts.params,
-            "flops_per_token": counts.flops_per_token, "seq_len": cfg.seq_len})
-        for label in self.labels:
-            best = out / f"best-{label}.yaml"
-            if not best.is_file():
-                raise ConfigError(f"the search found no candidate in {label}; widen search.params or its tolerance")
-            spec = SubnetSpec.load(best)
-            meta = yaml.safe_load(best.read_text())
-            folder = self.out / "students" / label
-            folder.mkdir(parents=True, exist_ok=True)
-            spec.save(folder / "searched.yaml", extra={"teacher": self.recipe.teacher, "search_loss": meta["loss"],
-                                                       "params": meta["params"]})
-            first_k = pick(Orders.first_k(teacher.dims), range(spec.num_hidden_layers), spec.shape)
-            first_k = teacher.adapter.validate(first_k)
-            first_k.save(folder / "first-k.yaml", extra={"teacher": self.recipe.teacher, "params": meta["params"]})
 
     def train_all(self) -> Path:
         """Every comparison run of every budget."""
@@ -183,92 +179,99 @@ class Pipeline:
 
     def train(self, label: str, name: str) -> Path:
         """Train comparison run ``name`` of budget ``label`` (resuming it if it was interrupted)."""
-        from headstart.commands import train
-        from headstart.train.checkpoint import latest_checkpoint
+        from dataclasses import replace
+
+        from headstart.training import stage as train_stage
+        from headstart.training.checkpoint import latest_checkpoint
 
         init, _ = RUNS[name]
         spec = self.out / "students" / label / ("first-k.yaml" if init == "first-k" else "searched.yaml")
         start_tokens = 0
         if init == "rung":  # the search's winner as its last rung left it; the rung's tokens count
             source, start_tokens = self._rung_winner(label)
-        elif init != "random" and self.recipe.extract.reconstruct:
+        elif init != "random" and self.recipe.reconstruct.enabled:
             source = self._reconstructed(label, spec)
         else:
             source = spec
-        cfg = self.recipe.train_config(name, label, source)
-        cfg = dataclasses.replace(cfg, tokens=cfg.tokens - start_tokens) if start_tokens else cfg
-        stage, out = f"train:{label}:{name}", Path(cfg.out)
-        key = _hash([self.keys["search"], cfg.to_dict()])
-        if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL]):
+        cfg = self.recipe.train_config(name)
+        cfg = replace(cfg, tokens=cfg.tokens - start_tokens) if start_tokens else cfg
+        out = self.recipe.run_dir(label, name)
+        paths = TrainPaths(student=f"random:{source}" if init == "random" else str(source),
+                           data=str(self.out / "data"), out=str(out), teacher=self.recipe.teacher)
+        stage, settings = f"train:{label}:{name}", {"search": self.fingerprints["search"], "options": asdict(cfg)}
+        key = _hash(settings)
+        if self._done(stage, key, [out / "student" / "config.json", out / "metrics.jsonl", out / INITIAL], settings,
+                      out):
             return out
-        if self._stale(stage, key) and out.exists():
-            self.say(f"[{stage}] settings changed since the last run; training afresh")
-            shutil.rmtree(out)
-        cfg.resume = latest_checkpoint(out) is not None
-        if not cfg.resume and out.exists():
+        paths.resume = latest_checkpoint(out) is not None
+        if not paths.resume and out.exists():
             shutil.rmtree(out)  # a run that died before its first checkpoint: nothing to keep
-        self.say(f"[{stage}] {'resuming' if cfg.resume else 'training'} {RUN_LABELS[name]} for {cfg.tokens:,} tokens")
-        train.run(cfg, teacher=self.teacher)
-        write_json(out / INITIAL, {**self._initial_loss(cfg), "tokens": start_tokens})
-        self._finish(stage, key)
+        self.say(f"[{stage}] {'resuming' if paths.resume else 'training'} {RUN_LABELS[name]} for {cfg.tokens:,} "
+                 "tokens")
+        train_stage.run(paths, cfg, teacher=self.teacher, progress=self.progress)
+        write_json(out / INITIAL, {**self._initial_loss(paths, cfg), "tokens": start_tokens})
+        self._finish(stage, key, settings)
         return out
 
     def _rung_winner(self, label: str) -> tuple[Path, int]:
         """The trained student the search's rungs left for budget ``label``, and its training tokens."""
-        meta = yaml.safe_load((self.out / "search" / f"best-{label}.yaml").read_text())
+        from headstart.config.fields import read_yaml
+
+        meta = read_yaml(self.out / "search" / f"best-{label}.yaml", "spec")
         student = Path(meta.get("rung_student") or "")
         if not meta.get("rung_student") or not (student / "config.json").is_file():
             raise ConfigError(f"compare run rung-kd needs the rung winner's student of {label}, but the search left "
-                              f"none ({student}); rerun the search with search.rungs >= 1")
+                              f"none ({student}); rerun the search with search.rungs.count >= 1")
         return student, int(meta["rung_tokens"])
 
     def _reconstructed(self, label: str, spec_file: Path) -> Path:
-        """The student of ``spec_file`` extracted with reconstructed weights (``extract.reconstruct``), made once."""
+        """The student of ``spec_file`` extracted with reconstructed weights (``reconstruct``), made once."""
         from headstart.calibration import calibration_tokens
-        from headstart.extract import build_student, export
+        from headstart.config.extract import ExtractConfig
+        from headstart.extraction import build_student, export
         from headstart.reconstruct import reconstruct
         from headstart.spec import SubnetSpec
 
-        out = spec_file.with_suffix("")
-        extract = self.recipe.extract
-        stage, key = f"extract:{label}:{out.name}", _hash([self.keys["search"], dataclasses.asdict(extract)])
+        out, options = spec_file.with_suffix(""), self.recipe.reconstruct
+        stage, key = f"extract:{label}:{out.name}", _hash([self.fingerprints["search"], asdict(options)])
         if not self._done(stage, key, [out / "config.json"]):
             shutil.rmtree(out, ignore_errors=True)
-            teacher, spec = self.teacher, SubnetSpec.load(spec_file)
-            tokens = calibration_tokens(str(self.out / "data"), teacher.tokenizer, extract.calib_samples,
-                                        extract.calib_seq_len, extract.seed)
+            teacher, spec, calib = self.teacher, SubnetSpec.load(spec_file), ExtractConfig(seed=self.recipe.seed)
+            tokens = calibration_tokens(str(self.out / "data"), teacher.tokenizer, calib.calib_samples,
+                                        calib.calib_seq_len, calib.seed)
             student = build_student(teacher, spec)
-            stats = reconstruct(teacher, spec, student, tokens, **extract.reconstruction())
+            stats = reconstruct(teacher, spec, student, tokens, **options.arguments())
             export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
             self._finish(stage, key, flops=stats["flops"])
         return out
 
-    def _initial_loss(self, cfg: Any) -> dict[str, float]:
+    def _initial_loss(self, paths: TrainPaths, cfg: Any) -> dict[str, float]:
         """Validation loss of the run's starting point, on the training loop's own validation windows."""
         from headstart.data import fixed_windows
-        from headstart.evaluate import perplexity
-        from headstart.train.build import load_student
+        from headstart.evaluation import perplexity
+        from headstart.training.student import load_student
 
-        student, _ = load_student(cfg.student, self.teacher, cfg.seed)
-        windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
-        return {"tokens": 0, "val_loss": perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]}
+        student, _ = load_student(paths.student, self.teacher, cfg.seed)
+        windows = fixed_windows(paths.data, "val", cfg.seq_len, cfg.validation.windows, seed=cfg.val_seed())
+        loss = perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.runtime.dtype)["loss"]
+        return {"tokens": 0, "val_loss": loss}
 
     def evaluate(self) -> Path:
         """Perplexity on the val split, samples and size of every trained student."""
-        from headstart.commands import eval as eval_command
+        from headstart import evaluation as eval_stage
 
         out = self.out / "eval"
         for label in self.labels:
             for name in self.recipe.compare.runs:
                 path = out / label / f"{name}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
-                cfg = dataclasses.replace(
-                    self.recipe.eval, checkpoint=str(self.out / "runs" / label / name / "student"),
-                    data=str(self.out / "data"), split="val", json_out=str(path))
+                paths = EvalPaths(checkpoint=str(self.recipe.run_dir(label, name) / "student"),
+                                  data=str(self.out / "data"), json_out=str(path))
                 stage = f"eval:{label}:{name}"
-                key = _hash([self._saved_key(f"train:{label}:{name}"), dataclasses.asdict(cfg)])
+                key = _hash([self._saved(f"train:{label}:{name}").get("key"), asdict(paths),
+                             asdict(self.recipe.eval)])
                 if not self._done(stage, key, [path]):
-                    eval_command.run(cfg)
+                    eval_stage.run(paths, self.recipe.eval, progress=self.progress)
                     self._finish(stage, key)
         return out
 
@@ -277,3 +280,53 @@ class Pipeline:
         from headstart.report import write_report
 
         return write_report(self.out, self.recipe, self.labels)
+
+
+def check(recipe: RecipeConfig) -> None:
+    """Everything the recipe's stages can check before anything is written: the inputs, the teacher and its
+    positions against every window length, the budgets against the search space, the metrics backends."""
+    from headstart import preflight
+    from headstart.data import stage as data_stage
+    from headstart.searching import stage as search_stage
+    from headstart.teacher import model_config
+    from headstart.training.stage import check_backends
+
+    out = Path(recipe.out)
+    preflight.out_path(out, "out")
+    data_stage.check(PreparePaths(tokenizer=recipe.teacher, out=str(out / "data"), inputs=list(recipe.corpus)),
+                     recipe.prepare)
+    config = model_config(recipe.teacher)
+    search_stage.check_options(config, recipe.search)
+    for what, length in (("train.seq_len", recipe.train.seq_len), ("eval.seq_len", recipe.eval.seq_len)):
+        preflight.seq_len(config, length, "the teacher", flag=what)
+    for name in recipe.compare.runs:
+        check_backends(recipe.train_config(name).logging)
+
+
+def check_prepared(recipe: RecipeConfig, data: str) -> None:
+    """What needs the prepared corpus: enough windows in the val and search splits for every stage."""
+    from headstart.data import TokenStream
+
+    needs = [("val", recipe.train.seq_len, recipe.train.validation.windows, "train.validation.windows"),
+             ("val", recipe.eval.seq_len, recipe.eval.windows, "eval.windows"),
+             ("search", recipe.search.seq_len, recipe.search.fitness.windows, "search.fitness.windows")]
+    for split, seq_len, windows, key in needs:
+        available = len(TokenStream(data, split)) // (seq_len + 1)
+        if windows > available:
+            raise ConfigError(f"{key} {windows}: the {split} split of {data} holds only {available} windows of "
+                              f"{seq_len + 1} tokens; lower it, shorten the windows, or hold out more documents "
+                              "(prepare.search_frac / val_frac)")
+
+
+def _changes(saved: dict[str, Any], settings: Any) -> str:
+    """What differs between a stage's recorded settings and these (a few dotted keys)."""
+    old, new = flatten(saved.get("settings") or {}), flatten(settings or {})
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
+    return (shown + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")) or "its inputs changed"
+
+
+def _format(params: int) -> str:
+    from headstart.searching.bins import format_params
+
+    return format_params(params)

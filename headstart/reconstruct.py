@@ -152,7 +152,7 @@ def reconstruct(teacher: Any, spec: SubnetSpec, student: nn.Module, tokens: Tens
                 batch_size: int = 4, inputs: str = "teacher", passes: int = 1) -> dict[str, Any]:
     """Refit ``student``'s attention and MLP output projections in place (see the module docstring).
 
-    ``student`` is :func:`headstart.extract.build_student` of ``spec``; ``tokens`` [N, L] are the
+    ``student`` is :func:`headstart.extraction.build_student` of ``spec``; ``tokens`` [N, L] are the
     calibration windows; ``inputs`` is ``teacher`` (its activations) or ``student`` (the student's own,
     ``passes`` times). Returns the calibration errors before the first pass and after the last (summed
     over layers and both projections, per token, on the inputs that pass saw) and the FLOPs spent

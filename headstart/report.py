@@ -163,9 +163,9 @@ def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int, bin_index:
     by every budget, charged in full to each), the main search run's evaluations in that bin (an
     abandoned one at what it scored) and its training-aware rungs."""
     search = recipe.search
-    importance = float(teacher_flops_per_token) * search.calibration_windows * search.seq_len
-    main = f"{search.strategy}/{search.order}"
-    cost = sum(float(r.get("scored_flops", float(r.get("flops", 0)) * search.windows * search.seq_len))
+    importance = float(teacher_flops_per_token) * search.fitness.calibration_windows * search.seq_len
+    main = f"{search.evolution.strategy}/{search.space.order}"
+    cost = sum(float(r.get("scored_flops", float(r.get("flops", 0)) * search.fitness.windows * search.seq_len))
                for r in read_jsonl(out / "search" / "journal.jsonl")[1:]
                if r.get("run") == main and int(r.get("bin", -1)) == bin_index and not r.get("reused"))
     summary = json.loads((out / "search" / "summary.json").read_text())
@@ -176,7 +176,7 @@ def setup_costs(out: Path, recipe: Any, teacher_flops_per_token: int, bin_index:
 def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[str, Any],
                   rep: Path) -> dict[str, Any]:
     """One budget's comparison: rows, target, setup costs, evaluations and plots (under ``rep/label``)."""
-    from headstart.recipe import RUN_LABELS, RUNS
+    from headstart.config.recipe import RUN_LABELS, RUNS
 
     evals = {n: json.loads((out / "eval" / label / f"{n}.json").read_text()) for n in recipe.compare.runs}
     costs = setup_costs(out, recipe, teacher["flops_per_token"], index)
@@ -245,7 +245,7 @@ def _markdown(recipe: Any, budgets: list[dict[str, Any]], search: dict[str, Any]
     lines = [
         "# headstart report",
         "",
-        f"Teacher `{recipe.teacher}`, corpus {', '.join(recipe.data.inputs)}, student budget(s) "
+        f"Teacher `{recipe.teacher}`, corpus {', '.join(recipe.corpus)}, student budget(s) "
         f"{recipe.search.params} parameters, {recipe.train.tokens:,} training tokens per run.",
         "",
     ]

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from headstart.config.common import ORDERS
 from headstart.errors import SpecError
 from headstart.importance import Importance
-from headstart.spec import MODES, Shape, SubnetSpec, TeacherDims
-
-Mode = Literal["first-k", "importance"]
+from headstart.spec import Shape, SubnetSpec, TeacherDims
 
 
 def rank(scores: Any) -> tuple[int, ...]:
@@ -62,14 +61,14 @@ class Orders:
         )
 
     @classmethod
-    def of(cls, dims: TeacherDims, mode: str = "first-k", importance: Importance | None = None) -> Orders:
-        """The order of ``mode``; ``importance`` needs the calibration scores."""
-        if mode not in MODES:
-            raise SpecError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if mode == "first-k":
+    def of(cls, dims: TeacherDims, order: str = "first-k", importance: Importance | None = None) -> Orders:
+        """The index order named ``order``; ``importance`` needs the calibration scores."""
+        if order not in ORDERS:
+            raise SpecError(f"unknown order {order!r}; use one of {', '.join(ORDERS)}")
+        if order == "first-k":
             return cls.first_k(dims)
         if importance is None:
-            raise SpecError("mode 'importance' needs importance scores; run the calibration pass first")
+            raise SpecError("order 'importance' needs importance scores; run the calibration pass first")
         return cls.from_importance(dims, importance)
 
 
@@ -95,15 +94,15 @@ def from_sizes(
     kv_groups: int | None = None,
     heads_per_group: int | None = None,
     mlp: int | None = None,
-    mode: Mode = "first-k",
+    order: str = "first-k",
     importance: Importance | None = None,
 ) -> SubnetSpec:
     """A validated spec from plain sizes (``None`` keeps the teacher's size).
 
     ``layers`` is a count (the first of the order, kept in teacher order) or an explicit list of
-    teacher layer indices; every other component keeps the first indices of the ``mode`` order.
+    teacher layer indices; every other component keeps the first indices of the ``order``.
     """
-    orders = Orders.of(dims, mode, importance)
+    orders = Orders.of(dims, order, importance)
     sizes = {
         "hidden": (hidden, dims.hidden_size), "kv_groups": (kv_groups, dims.num_key_value_heads),
         "heads_per_group": (heads_per_group, dims.heads_per_group), "mlp": (mlp, dims.intermediate_size),
@@ -129,7 +128,7 @@ def from_sizes(
 
 def full(dims: TeacherDims, importance: Importance | None = None) -> SubnetSpec:
     """The whole teacher; in importance order when ``importance`` is given."""
-    return from_sizes(dims, mode="importance" if importance is not None else "first-k", importance=importance)
+    return from_sizes(dims, order="importance" if importance is not None else "first-k", importance=importance)
 
 
 def _ints(values: Sequence[Any], what: str) -> tuple[int, ...]:

@@ -31,9 +31,6 @@ import yaml
 from headstart.errors import SpecError
 from headstart.io import write_json, write_yaml
 
-MODES: tuple[str, ...] = ("importance", "first-k")  # index orders: calibration scores, or leading indices
-
-
 
 @dataclass(frozen=True)
 class TeacherDims:
@@ -298,8 +295,8 @@ class SubnetSpec:
             heads=tuple(heads), mlp=tuple(tuple(sorted(m)) for m in self.mlp),
         )
 
-    def key(self) -> str:
-        """A canonical string for caches and journals."""
+    def canonical_json(self) -> str:
+        """The canonical spec as compact JSON: equal sub-networks, equal strings (caches and journals hash it)."""
         return json.dumps(self.canonical().to_dict(), separators=(",", ":"))
 
 def _check_index_list(values: Sequence[int], limit: int, name: str, what: str) -> None:

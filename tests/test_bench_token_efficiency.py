@@ -163,7 +163,7 @@ def test_a_baseline_is_rebuilt_from_an_earlier_summary(bench):
 def test_a_horizon_variant_spans_its_fraction_of_the_budget(bench, tmp_path):
     from types import SimpleNamespace
 
-    from headstart.train.config import TrainConfig
+    from headstart.training.config import TrainConfig
 
     train = TrainConfig(student="s", data="d", out="o", teacher="t", batch_size=8, seq_len=128, lr=1e-3)
     pipe = SimpleNamespace(recipe=SimpleNamespace(train=train, teacher="t"), out=tmp_path)

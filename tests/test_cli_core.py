@@ -11,7 +11,7 @@ from tiny import TEXT
 from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
-from headstart.extract import load_spec_of
+from headstart.extraction import load_spec_of
 from headstart.selection import from_sizes
 
 

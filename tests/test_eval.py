@@ -9,7 +9,7 @@ import torch
 from tiny import TEXT
 
 from headstart.cli import main
-from headstart.evaluate import load_checkpoint_dir, perplexity, text_windows
+from headstart.evaluation import load_checkpoint_dir, perplexity, text_windows
 
 
 def test_eval_text_samples_and_json(tiny_teacher_dirs, tmp_path, capsys):

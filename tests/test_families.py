@@ -8,7 +8,7 @@ import torch
 from tiny import FAMILIES, VOCAB, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM
 
-from headstart.extract import build_student, export, load_spec_of
+from headstart.extraction import build_student, export, load_spec_of
 from headstart.importance import compute_importance
 from headstart.selection import from_sizes, full
 from headstart.spec import SubnetSpec
@@ -59,7 +59,7 @@ def test_importance_permutation_keeps_function(family):
 def test_reduced_spec_exports_and_reloads(family, mode, tmp_path):
     teacher = _teacher(family)
     importance = compute_importance(teacher, torch.randint(0, VOCAB, (4, 16)))
-    spec = from_sizes(teacher.dims, mode=mode, importance=importance, **_reduced_kwargs(family))
+    spec = from_sizes(teacher.dims, order=mode, importance=importance, **_reduced_kwargs(family))
     student = build_student(teacher, spec)
     out = export(teacher, spec, tmp_path / "student", student=student)
     reloaded = AutoModelForCausalLM.from_pretrained(out)

@@ -19,28 +19,31 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
     confident_teacher,
     config,
     one_thread,
+    out_dir,
     tiny_llama,
     token_stream,
 )
 
-from headstart.train.loop import Trainer
+from headstart.training.loop import Trainer
 
 GOLDEN = Path(__file__).parent / "assets" / "golden"
 KEYS = ("loss", "ce", "kd", "grad_norm", "lr", "val_loss")
 CASES = {
-    "kd-forward-accum2": dict(kd="forward", alpha=0.5, grad_accum=2, tokens=12 * 2 * 2 * 16),
-    "ce-wsd": dict(kd="none", schedule="wsd", tokens=12 * 2 * 16),
+    "kd-forward-accum2": {"kd": {"kind": "forward", "alpha": 0.5}, "optim": {"grad_accum": 2}, "tokens": 12 * 2 * 2 * 16},
+    "ce-wsd": {"kd": {"kind": "none"}, "schedule": {"name": "wsd"}, "tokens": 12 * 2 * 16},
 }
 
 
 def _trace(tmp_path: Path, **kw) -> list[dict[str, float]]:
-    cfg = config(tmp_path, eval_every=4, clip=0.5, **kw)
+    kw = {**kw, "validation": {"every": 4}, "optim": {**kw.get("optim", {}), "clip": 0.5}}
+    cfg = config(tmp_path, **kw)
     stream = token_stream(7000)
     loader = StandInLoader(stream[:6000], 16, cfg.batch_size, seed=cfg.seed)
     val = StandInLoader(stream[6000:], 16, 8).windows[:8]
-    teacher = confident_teacher() if cfg.kd != "none" else None
-    Trainer(cfg, tiny_llama(1), loader, val_windows=val, vocab=VOCAB, teacher=teacher).fit()
-    rows = [json.loads(line) for line in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    teacher = confident_teacher() if cfg.kd.kind != "none" else None
+    out = out_dir(tmp_path)
+    Trainer(cfg, tiny_llama(1), loader, out=out, val_windows=val, vocab=VOCAB, teacher=teacher).fit()
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return [{k: r[k] for k in KEYS if k in r} for r in rows]
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from headstart.errors import ConfigError
-from headstart.train.kd_loss import (
+from headstart.training.kd_loss import (
     KDConfig,
     TopK,
     chunked_kd_loss,

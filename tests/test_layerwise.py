@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
 from headstart.errors import SpecError
-from headstart.extract import export, load_spec_of
+from headstart.extraction import export, load_spec_of
 from headstart.models import get_adapter
 from headstart.selection import full
 from headstart.spec import SubnetSpec
@@ -123,7 +123,7 @@ def test_round_trip_spec_export_train_export_with_cached_logits_and_resume(tmp_p
     resumed ends bitwise where the uninterrupted one does."""
     from safetensors.torch import load_file
 
-    from headstart.train import loop
+    from headstart.training import loop
 
     teacher_dir = save_tiny_teacher("qwen3", tmp_path / "teacher")
     data = prepared_corpus(tmp_path, docs=8, repeat=4)

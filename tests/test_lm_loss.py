@@ -50,9 +50,9 @@ def test_adapter_applies_the_family_logit_transform_and_fused_losses_refuse_it()
 
 
 def test_training_validation_fitness_and_eval_agree_to_the_last_bit():
-    from headstart.evaluate import perplexity
-    from headstart.train.kd_loss import KDConfig
-    from headstart.train.step import DistillModule, evaluate
+    from headstart.evaluation import perplexity
+    from headstart.training.kd_loss import KDConfig
+    from headstart.training.step import DistillModule, evaluate
 
     model = tiny_model("qwen3").eval()
     windows = torch.randint(0, model.config.vocab_size, (5, 17), generator=torch.Generator().manual_seed(1))

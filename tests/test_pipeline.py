@@ -121,7 +121,7 @@ def test_rung_kd_continues_the_rung_winner_and_counts_its_tokens(tiny_teacher_di
 
 
 def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
-    from headstart.train import loop
+    from headstart.training import loop
 
     out = tmp_path / "out"
     data = _recipe(tiny_teacher_dirs["llama"], out)

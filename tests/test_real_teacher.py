@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from headstart.extract import export
+from headstart.extraction import export
 from headstart.importance import load_or_compute_importance
 from headstart.selection import from_sizes
 
@@ -41,7 +41,7 @@ def test_half_size_importance_beats_first_k(smollm2, tmp_path):
     full = smollm2.adapter.counts().non_embedding_params
     ppl = {}
     for mode in ("importance", "first-k"):
-        spec = from_sizes(smollm2.dims, layers=24, mlp=768, mode=mode, importance=scores)
+        spec = from_sizes(smollm2.dims, layers=24, mlp=768, order=mode, importance=scores)
         assert abs(smollm2.adapter.counts(spec.shape).non_embedding_params / full - 0.5) < 0.02
         out = export(smollm2, spec, tmp_path / mode)
         student = AutoModelForCausalLM.from_pretrained(out)

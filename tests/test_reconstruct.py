@@ -13,7 +13,7 @@ from tiny import FAMILIES, TEXT, VOCAB, tiny_model, tiny_tokenizer
 
 from headstart.cli import main
 from headstart.errors import ConfigError
-from headstart.extract import build_student
+from headstart.extraction import build_student
 from headstart.pipeline import Pipeline
 from headstart.recipe import load_recipe
 from headstart.reconstruct import collect_cross, collect_grams, reconstruct

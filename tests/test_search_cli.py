@@ -11,10 +11,10 @@ from tiny import save_tiny_teacher
 
 from headstart.cli import main
 from headstart.configs import INHERITED
-from headstart.search.journal import read_journal
+from headstart.searching.journal import read_journal
 from headstart.spec import SubnetSpec
 from headstart.teacher import load_teacher
-from headstart.train.config import TrainConfig
+from headstart.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from transformers import LlamaConfig
 from headstart.configs import budgets as parse_params
 from headstart.errors import CheckpointError
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins
-from headstart.search.evolve import Evaluator, SearchSettings, run_search
-from headstart.search.journal import Journal, read_journal
-from headstart.search.space import SearchSpace, default_space
+from headstart.searching.bins import SizeGrid, make_bins
+from headstart.searching.evolve import Evaluator, SearchSettings, run_search
+from headstart.searching.journal import Journal, read_journal
+from headstart.searching.space import SearchSpace, default_space
 from headstart.selection import Orders
 
 VALUE_GENES = ("layers", "hidden", "kv_groups", "heads_per_group", "mlp")
@@ -148,7 +148,7 @@ def test_journal_lines_hold_what_the_issue_asks(space, tmp_path):
 
 
 def _genome(record):
-    from headstart.search.space import Genome
+    from headstart.searching.space import Genome
 
     return Genome.from_dict(record["genome"])
 
@@ -160,9 +160,9 @@ def test_time_limit_and_exhausted_space_stop_the_search(space):
                          SearchSettings(evaluations=50, time_limit=0.0), "evolution/first-k")
     assert state.candidates == [] and state.best is None
     # a space with very few points: the search stops when no unseen candidate is left
-    from headstart.search.space import IntRange, SpaceConfig
+    from headstart.searching.space import IntRange, SpaceDefinition
 
-    small = SpaceConfig(layers=IntRange(1, 2), hidden=IntRange(512, 512), kv_groups=IntRange(4, 4),
+    small = SpaceDefinition(layers=IntRange(1, 2), hidden=IntRange(512, 512), kv_groups=IntRange(4, 4),
                         heads_per_group=IntRange(2, 2), mlp=IntRange(1984, 2048, 64), depth_modes=("top",))
     tiny_space = SearchSpace(small, space.adapter, space.orders)
     tables = make_bins(SizeGrid(tiny_space), n_bins=1)
@@ -173,7 +173,7 @@ def test_time_limit_and_exhausted_space_stop_the_search(space):
 
 
 def test_the_seeded_population_spans_the_bin_and_is_legal(space):
-    from headstart.search.operators import seed_genomes
+    from headstart.searching.operators import seed_genomes
 
     tables = make_bins(SizeGrid(space), parse_params("20M,40M"), tolerance=0.1)
     full = {g: max(space.values[g]) for g in VALUE_GENES}

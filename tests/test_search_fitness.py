@@ -11,9 +11,9 @@ import torch
 from tiny import TEXT, tiny_model, tiny_tokenizer
 
 from headstart.errors import ConfigError, DataError
-from headstart.extract import build_student
+from headstart.extraction import build_student
 from headstart.lm_loss import sum_cross_entropy
-from headstart.search.fitness import Fitness
+from headstart.searching.fitness import Fitness
 from headstart.selection import from_sizes, full
 from headstart.teacher import Teacher
 

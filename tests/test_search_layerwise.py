@@ -11,12 +11,12 @@ from tiny import tiny_model
 from transformers import LlamaConfig
 
 from headstart.errors import ConfigError
-from headstart.extract import build_student
+from headstart.extraction import build_student
 from headstart.importance import compute_importance
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins
-from headstart.search.operators import crossover, mutate, sample, seed_genomes
-from headstart.search.space import Genome, SearchSpace, default_space, load_space
+from headstart.searching.bins import SizeGrid, make_bins
+from headstart.searching.operators import crossover, mutate, sample, seed_genomes
+from headstart.searching.space import Genome, SearchSpace, default_space, load_space
 from headstart.selection import Orders
 from headstart.teacher import Teacher
 

@@ -11,12 +11,12 @@ from transformers import LlamaConfig
 
 from headstart.configs import budgets as parse_params
 from headstart.errors import ConfigError
-from headstart.extract import build_student
+from headstart.extraction import build_student
 from headstart.importance import compute_importance
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins
-from headstart.search.operators import crossover, mutate, repair, sample
-from headstart.search.space import Genome, SearchSpace, default_space, load_space, resize
+from headstart.searching.bins import SizeGrid, make_bins
+from headstart.searching.operators import crossover, mutate, repair, sample
+from headstart.searching.space import Genome, SearchSpace, default_space, load_space, resize
 from headstart.selection import Orders, from_sizes
 from headstart.teacher import Teacher
 
@@ -101,7 +101,7 @@ def test_coarse_importance_genome_matches_from_sizes(teachers):
     space = _space(teacher, imp)
     g = space.fit(Genome(layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64))
     want = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64,
-                                 mode="importance", importance=imp)
+                                 order="importance", importance=imp)
     assert space.to_spec(g).key() == want.key()
     first = SearchSpace(space.config, teacher.adapter, Orders.first_k(teacher.dims))
     want_fk = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64)

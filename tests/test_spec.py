@@ -78,7 +78,7 @@ def test_first_k_and_importance_modes():
         layers=torch.tensor([0.1, 0.9, 0.2, 0.8], dtype=torch.float64),
     )
     spec = from_sizes(DIMS, layers=2, hidden=3, kv_groups=1, heads_per_group=1, mlp=2,
-                                 mode="importance", importance=imp)
+                                 order="importance", importance=imp)
     assert spec.layers == (1, 3)  # top-2 block influence, kept in teacher order
     assert list(spec.hidden) == torch.argsort(imp.hidden, descending=True)[:3].tolist()
     assert spec.kv_groups == ((1,), (1,))
@@ -86,7 +86,7 @@ def test_first_k_and_importance_modes():
     assert spec.heads[0] == ((best_head,),)
     assert list(spec.mlp[1]) == torch.argsort(imp.mlp[3], descending=True)[:2].tolist()
     with pytest.raises(SpecError, match="needs importance scores"):
-        from_sizes(DIMS, mode="importance")
+        from_sizes(DIMS, order="importance")
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

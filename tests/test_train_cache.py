@@ -19,8 +19,8 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
 )
 
 from headstart.errors import DataError
-from headstart.train.loop import Trainer
-from headstart.train.teacher_cache import TeacherCache, build_cache, bytes_per_token
+from headstart.training.loop import Trainer
+from headstart.training.teacher_cache import TeacherCache, build_cache, bytes_per_token
 
 SEQ = 16
 

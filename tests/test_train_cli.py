@@ -68,7 +68,7 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     # the exported weights are the trained ones
     trained = model.state_dict()
     extracted = SubnetSpec.load(setup["spec"])
-    from headstart.extract import build_student
+    from headstart.extraction import build_student
 
     untrained = build_student(load_teacher(setup["teacher"]), extracted).state_dict()
     assert not torch.equal(trained["model.layers.0.mlp.up_proj.weight"], untrained["model.layers.0.mlp.up_proj.weight"])
@@ -145,8 +145,8 @@ def test_data_of_another_tokenizer_is_refused(setup, tmp_path, capsys):
     assert code == 2
     assert "was prepared with tokenizer" in capsys.readouterr().err
     with pytest.raises(DataError):
-        from headstart.train.build import check_data
-        from headstart.train.config import TrainConfig
+        from headstart.training.build import check_data
+        from headstart.training.config import TrainConfig
 
         cfg = TrainConfig(data=str(data), out=str(tmp_path / "x"), student="s", teacher="t")
         check_data(cfg, load_teacher(setup["teacher"]), AutoModelForCausalLM.from_pretrained(setup["teacher"]), None)

@@ -21,7 +21,7 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
 )
 
 from headstart import parallel
-from headstart.train.loop import Trainer
+from headstart.training.loop import Trainer
 
 SEQ = 16
 STEPS = 4
@@ -36,8 +36,7 @@ def _free_port() -> int:
 def _train(root, world: int, rank: int, fsdp: bool, resume: bool = False, stop_at: int | None = None) -> Trainer:
     """Train (or, with ``resume``, continue) a run; ``stop_at`` sends the stop signal's flag at that step."""
     batch = 4 // world  # the same global batch either way
-    cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, grad_accum=2, kd="jsd", alpha=0.4,
-                 temperature=1.5, eval_every=2, save_every=0 if stop_at else 2, fsdp=fsdp, resume=resume)
+    cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, resume=resume, optim={'grad_accum': 2}, kd={'kind': 'jsd', 'alpha': 0.4, 'temperature': 1.5}, validation={'every': 2}, checkpoint={'every': 0 if stop_at else 2}, runtime={'fsdp': fsdp})
     stream = token_stream(4000)
     loader = StandInLoader(stream[:3500], SEQ, batch, seed=3, rank=rank, world_size=world)
     val = StandInLoader(stream[3500:], SEQ, 1).windows[:6]
@@ -123,7 +122,7 @@ def test_torchrun_cli_matches_single_process(tmp_path, mode):
     from transformers import AutoModelForCausalLM
 
     from headstart.cli import main
-    from headstart.extract import export
+    from headstart.extraction import export
     from headstart.teacher import load_teacher
 
     teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")

@@ -24,15 +24,15 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
 )
 
 from headstart.errors import ConfigError
-from headstart.extract import build_student
+from headstart.extraction import build_student
 from headstart.importance import compute_importance
 from headstart.selection import from_sizes, full
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher
-from headstart.train.hidden_loss import HiddenMap, hidden_loss_sum, hidden_map
-from headstart.train.kd_loss import KDConfig
-from headstart.train.loop import Trainer, lr_at
-from headstart.train.step import DistillModule, StepContext, teacher_signal
+from headstart.training.hidden_loss import HiddenMap, hidden_loss_sum, hidden_map
+from headstart.training.kd_loss import KDConfig
+from headstart.training.loop import Trainer, lr_at
+from headstart.training.step import DistillModule, StepContext, teacher_signal
 
 SEQ = 16
 IDS = torch.randint(0, TINY_VOCAB, (2, 21), generator=torch.Generator().manual_seed(5))
@@ -66,7 +66,7 @@ def test_exact_subnetwork_has_zero_hidden_loss():
     assert list(spec.hidden) != sorted(spec.hidden)
     assert _hidden_sum(teacher, spec, build_student(teacher, spec)) < 1e-8
     assert _hidden_sum(teacher, spec, build_student(teacher, spec), layers="1,3") < 1e-8
-    reduced = from_sizes(teacher.dims, mlp=48, mode="importance", importance=importance)
+    reduced = from_sizes(teacher.dims, mlp=48, order="importance", importance=importance)
     assert _hidden_sum(teacher, reduced, build_student(teacher, reduced)) > 1e-3  # a cut student is not exact
 
 
@@ -77,11 +77,11 @@ def test_hidden_layer_choice():
     with pytest.raises(ConfigError, match="layers 0..3"):
         hidden_map(spec, "4")
     with pytest.raises(ConfigError, match="hidden-layers"):
-        config(Path("."), hidden_layers="first")
+        config(Path('.'), hidden={'layers': 'first'})
 
 
 def test_wsd_holds_the_peak_then_decays_linearly():
-    cfg = config(Path("."), schedule="wsd", decay=0.25, warmup=2, lr=1e-3, min_lr=1e-4)
+    cfg = config(Path('.'), schedule={'name': 'wsd', 'decay': 0.25, 'warmup': 2, 'min_lr': 0.0001}, optim={'lr': 0.001})
     lrs = [lr_at(s, cfg, 20) for s in range(20)]
     assert lrs[0] == pytest.approx(5e-4) and lrs[1] == pytest.approx(1e-3)
     assert all(lr == pytest.approx(1e-3) for lr in lrs[1:15])  # stable until the last quarter
@@ -89,7 +89,7 @@ def test_wsd_holds_the_peak_then_decays_linearly():
     assert all(a > b for a, b in zip(lrs[15:], lrs[16:]))
     steps = [b - a for a, b in zip(lrs[15:], lrs[16:])]
     assert max(steps) == pytest.approx(min(steps))  # linear
-    cosine = config(Path("."), warmup=2)
+    cosine = config(Path('.'), schedule={'warmup': 2})
     assert lr_at(10, cosine, 20) < cosine.lr  # the default still decays from the peak on
 
 
@@ -109,7 +109,7 @@ def _rows(cfg):
 
 
 def test_kd_until_stops_running_the_teacher(tmp_path):
-    cfg = config(tmp_path, tokens=10 * 2 * SEQ, kd_until=0.3, hidden_weight=0.5)
+    cfg = config(tmp_path, tokens=10 * 2 * SEQ, kd={'until': 0.3}, hidden={'weight': 0.5})
     trainer, _ = _trainer(cfg, hidden=True)
     trainer.fit()
     rows = _rows(cfg)
@@ -121,7 +121,7 @@ def test_kd_until_stops_running_the_teacher(tmp_path):
 
 
 def test_hidden_term_pulls_the_student_towards_the_teacher(tmp_path):
-    cfg = config(tmp_path, tokens=30 * 2 * SEQ, kd="none", hidden_weight=1.0, lr=1e-2)
+    cfg = config(tmp_path, tokens=30 * 2 * SEQ, kd={'kind': 'none'}, hidden={'weight': 1.0}, optim={'lr': 0.01})
     trainer, _ = _trainer(cfg, hidden=True)
     trainer.fit()
     rows = _rows(cfg)
@@ -130,14 +130,14 @@ def test_hidden_term_pulls_the_student_towards_the_teacher(tmp_path):
 
 
 def test_norm_lr_scales_the_vectors_step(tmp_path):
-    frozen, _ = _trainer(config(tmp_path / "frozen", tokens=3 * 2 * SEQ, norm_lr=0.0))
+    frozen, _ = _trainer(config(tmp_path / 'frozen', tokens=3 * 2 * SEQ, optim={'norm_lr': 0.0}))
     before = {n: p.detach().clone() for n, p in frozen.model.named_parameters()}
     frozen.fit()
     moved = {n: not torch.equal(before[n], p) for n, p in frozen.model.named_parameters()}
     assert any(before[n].ndim < 2 for n in moved)  # the stand-in student has norm gains to check
     assert not any(m for n, m in moved.items() if before[n].ndim < 2)  # norm gains (and biases) stay put
     assert all(m for n, m in moved.items() if before[n].ndim >= 2)
-    scaled, _ = _trainer(config(tmp_path / "scaled", tokens=3 * 2 * SEQ, norm_lr=0.25))
+    scaled, _ = _trainer(config(tmp_path / 'scaled', tokens=3 * 2 * SEQ, optim={'norm_lr': 0.25}))
     scaled.fit()
     matrices, vectors = scaled.optimizer.param_groups
     assert vectors["lr"] == pytest.approx(0.25 * matrices["lr"]) and matrices["lr"] > 0
@@ -165,4 +165,4 @@ def test_resume_is_bitwise_with_wsd_kd_until_and_hidden(tmp_path):
 
 def test_hidden_weight_needs_an_online_teacher():
     with pytest.raises(ConfigError, match="online"):
-        config(Path("."), hidden_weight=1.0, teacher=None, teacher_cache="cache/")
+        config(Path('.'), teacher=None, teacher_cache='cache/', hidden={'weight': 1.0})

@@ -13,7 +13,7 @@ from tiny import prepared_corpus, save_tiny_teacher
 from transformers import AutoModelForCausalLM
 
 from headstart.cli import main
-from headstart.train.dcp import is_sharded
+from headstart.training.dcp import is_sharded
 
 
 def _free_port() -> int:

@@ -1,6 +1,6 @@
 """Sharded (DCP) checkpoints of FSDP2 runs: save with 2 processes, resume with 1, 2 and 4 (gloo, CPU).
 
-The whole path runs: ``headstart.train.build.run`` on a prepared corpus, a tiny teacher on disk,
+The whole path runs: ``headstart.training.build.run`` on a prepared corpus, a tiny teacher on disk,
 the real :class:`~headstart.data.WindowLoader`, FSDP2 with a sharded teacher, export to a plain
 Hugging Face checkpoint.
 """
@@ -20,10 +20,10 @@ from tiny import prepared_corpus, save_tiny_teacher
 from transformers import AutoModelForCausalLM
 
 from headstart import parallel
-from headstart.train.build import run
-from headstart.train.checkpoint import latest_checkpoint, list_checkpoints
-from headstart.train.config import TrainConfig
-from headstart.train.dcp import is_sharded, load_student_weights
+from headstart.training.build import run
+from headstart.training.checkpoint import latest_checkpoint, list_checkpoints
+from headstart.training.config import TrainConfig
+from headstart.training.dcp import is_sharded, load_student_weights
 
 SEQ, GLOBAL_BATCH, STEPS = 16, 4, 4
 

@@ -21,7 +21,7 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
 
 from headstart import parallel
 from headstart.errors import ConfigError
-from headstart.train.loop import Trainer
+from headstart.training.loop import Trainer
 
 SEQ, STEPS = 16, 3
 
@@ -33,8 +33,7 @@ def _free_port() -> int:
 
 
 def _losses(root: str, name: str, rank: int, world: int, **kw) -> list[dict]:
-    cfg = config(root / name, tokens=STEPS * 4 * SEQ, batch_size=2, kd="forward", alpha=0.3, eval_every=STEPS,
-                 fsdp=True, **kw)
+    cfg = config(root / name, tokens=STEPS * 4 * SEQ, batch_size=2, **kw, kd={'kind': 'forward', 'alpha': 0.3}, validation={'every': STEPS}, runtime={'fsdp': True})
     stream = token_stream(3000)
     loader = StandInLoader(stream[:2500], SEQ, 2, seed=1, rank=rank, world_size=world)
     val = StandInLoader(stream[2500:], SEQ, 1).windows[:4]
@@ -79,4 +78,4 @@ def test_sharded_teacher_matches_replicated(tmp_path):
 
 def test_fp16_training_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="float16 would train without loss scaling"):
-        config(tmp_path, dtype="float16")
+        config(tmp_path, runtime={'dtype': 'float16'})

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from headstart.train.config import TrainConfig
+from headstart.config.train import TrainConfig
 
 VOCAB = 128
 
@@ -62,12 +62,19 @@ class StandInLoader:
 
 
 def config(tmp_path, **kw) -> TrainConfig:
-    """A fast, deterministic configuration for tests."""
-    base = dict(data=str(tmp_path / "data"), out=str(tmp_path / "run"), student="in-memory", teacher="in-memory",
-                tokens=8 * 2 * 16, seq_len=16, batch_size=2, lr=3e-3, min_lr=3e-4, warmup=2, eval_every=4,
-                eval_windows=4, save_every=0, dtype="float32", progress=False, kd="forward", alpha=0.5)
-    base.update(kw)
+    """A fast, deterministic configuration for tests; ``kw`` sets top-level options or (as mappings) a
+    section's options over these defaults. Runs write to ``tmp_path / "run"`` (:func:`out_dir`)."""
+    base = {"tokens": 8 * 2 * 16, "seq_len": 16, "batch_size": 2, "optim": {"lr": 3e-3},
+            "schedule": {"min_lr": 3e-4, "warmup": 2}, "validation": {"every": 4, "windows": 4},
+            "checkpoint": {"every": 0}, "runtime": {"dtype": "float32"}, "kd": {"kind": "forward", "alpha": 0.5}}
+    for key, value in kw.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
     return TrainConfig(**base)
+
+
+def out_dir(tmp_path) -> str:
+    """Where the runs of :func:`config` write."""
+    return str(tmp_path / "run")
 
 
 def state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:

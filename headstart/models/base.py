@@ -209,7 +209,7 @@ class ModelAdapter(ABC):
 
 def index(t: Tensor, dim: int, idx: list[int] | tuple[int, ...]) -> Tensor:
     """``t`` restricted to ``idx`` along ``dim``: ``t`` itself when ``idx`` keeps every entry in order
-    (no copy), else a fresh contiguous tensor. :func:`headstart.extract.build_student` copies what
+    (no copy), else a fresh contiguous tensor. :func:`headstart.extraction.build_student` copies what
     is still shared unless told not to."""
     if len(idx) == t.shape[dim] and all(i == j for i, j in enumerate(idx)):
         return t.contiguous()
