@@ -6,15 +6,18 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from tiny import prepared_corpus, tiny_model, tiny_tokenizer
-from vocab_support import TEXT, arbitrary_texts
+from vocab_support import TEXT, arbitrary_texts, text_counts
 
 from headstart.train.kd_loss import TopK, topk_divergence
 from headstart.vocab import (
     VocabError,
+    fold_map,
+    folded_log_probs,
     kept_log_probs,
     kept_topk,
     merge_order,
@@ -82,6 +85,34 @@ def test_forward_kl_over_a_kept_topk_equals_the_formula():
         lq_b = torch.cat([lq[row, tokens], lq[row, others].logsumexp(-1).reshape(1)])
         want = (lp_b.exp() * (lp_b - lq_b)).sum()
         assert float(got[row]) == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+
+
+def test_fold_map_gives_each_token_its_first_kept_piece():
+    tok = tiny_tokenizer()
+    kept = merge_order(tok, text_counts(tok, [TEXT])).keep(280)
+    student, fold = trim_tokenizer(tok, kept), fold_map(tok, kept)
+    np.testing.assert_array_equal(fold[kept.kept], np.arange(280))  # a kept token is its own piece
+    dropped = [i for i in range(len(tok)) if kept.id_map[i] < 0 and i != tok.eos_token_id]
+    assert len(dropped) > 100
+    for i in dropped:
+        text = tok.decode([i])
+        if "\ufffd" not in text:  # a whole character: the student spells the same text
+            assert fold[i] == student.encode(text, add_special_tokens=False)[0]
+
+
+def test_folded_log_probs_move_mass_to_the_first_piece():
+    logits = torch.randn(2, 12, generator=torch.Generator().manual_seed(4)) * 2
+    fold = torch.tensor([1, -1, 3, 0, 4, 0, 1, 2, 3, 4, -1, 2])  # teacher id -> new id, -1 dropped
+    got = folded_log_probs(logits, fold, 5, temperature=1.5)
+    p = torch.softmax(logits.double() / 1.5, -1)
+    want = torch.zeros(2, 5, dtype=torch.float64)
+    for t, n in enumerate(fold.tolist()):
+        if n >= 0:
+            want[:, n] += p[:, t]
+    torch.testing.assert_close(got.double(), torch.log(want / want.sum(-1, keepdim=True)), atol=1e-6, rtol=1e-5)
+    identity = torch.full((12,), -1)
+    identity[KEPT] = torch.arange(len(KEPT))  # nothing folded: the renormalised teacher
+    torch.testing.assert_close(folded_log_probs(logits, identity, len(KEPT)), kept_log_probs(logits, KEPT))
 
 
 def test_slicing_keeps_rows_and_ties():

@@ -11,7 +11,8 @@ At small sizes the embedding dominates a student (SmolLM2: 49,152 x 576 = 28.3M 
    is teacher id ``kept[i]``), :func:`trim_model_vocab` cuts a model's embedding and head, and
    :func:`prepare_like` tokenizes the teacher's corpus again for the student;
 4. :func:`kept_log_probs` and :func:`kept_topk` give the teacher's distribution over the kept ids,
-   renormalised; :func:`student_to_teacher` maps student windows to teacher ids of the same tokens;
+   renormalised (or :func:`folded_log_probs`: a dropped token's mass goes to its first kept piece);
+   :func:`student_to_teacher` maps student windows to teacher ids of the same tokens;
 5. :func:`token_bytes`, :func:`target_bytes` and :func:`bits_per_byte` compare students whose tokenizers
    differ.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 from headstart.vocab.bpe import BpeVocab, VocabError, read_bpe
 from headstart.vocab.bytes import bits_per_byte, target_bytes, token_bytes
 from headstart.vocab.data import prepare_like
-from headstart.vocab.kd import kept_log_probs, kept_topk, slice_embeddings, slice_rows
+from headstart.vocab.kd import fold_map, folded_log_probs, kept_log_probs, kept_topk, slice_embeddings, slice_rows
 from headstart.vocab.model import trim_model_vocab
 from headstart.vocab.order import KeptVocab, VocabOrder, merge_order, required_ids, token_counts
 from headstart.vocab.tokenizer import save_tokenizer, student_to_teacher, trim_tokenizer
@@ -32,6 +33,8 @@ __all__ = [
     "VocabError",
     "VocabOrder",
     "bits_per_byte",
+    "fold_map",
+    "folded_log_probs",
     "kept_log_probs",
     "kept_topk",
     "merge_order",

@@ -4,15 +4,23 @@ The student predicts only the kept tokens, so its target is the teacher's distri
 over them: ``log_softmax(teacher_logits[..., kept] / T)``, which is what the teacher's head cut to the
 kept rows (:func:`slice_rows`) gives directly. A cached top-k teacher drops its entries of dropped ids
 and maps the others to new ids (:func:`kept_topk`).
+
+Renormalising spreads the mass of a dropped token over all kept ones. :func:`folded_log_probs` instead
+gives it to the first piece the student's tokenizer spells that token with (``Ġoutrageous`` -> ``Ġout``),
+which is the student token the same text would start with (:func:`fold_map`).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from headstart.train.kd_loss import TopK
 from headstart.vocab.bpe import VocabError
+from headstart.vocab.order import KeptVocab
 
 Tensor = torch.Tensor
 
@@ -59,6 +67,35 @@ def kept_topk(topk: TopK, id_map: Tensor) -> tuple[TopK, Tensor]:
     new = torch.where(valid, new, fill.expand_as(new))
     total = torch.logsumexp(torch.cat([logp, topk.log_rest.float().unsqueeze(-1)], dim=-1), dim=-1, keepdim=True)
     return TopK(logp - total, new, topk.log_rest.float() - total.squeeze(-1)), valid
+
+
+def fold_map(teacher_tokenizer: Any, kept: KeptVocab) -> np.ndarray:
+    """``int64[teacher_size]``: each teacher id -> the new id of the first piece of its spelling in the
+    student's vocabulary (a kept token is its own piece); ``-1`` for a dropped special token or an unnamed id."""
+    from headstart.vocab.bpe import read_bpe
+    from headstart.vocab.tokenizer import trim_tokenizer
+
+    vocab = read_bpe(teacher_tokenizer)
+    model = trim_tokenizer(teacher_tokenizer, kept).backend_tokenizer.model
+    out = kept.id_map
+    specials = {a.id for a in vocab.added if a.special}
+    for i in np.flatnonzero(out < 0).tolist():
+        if vocab.tokens[i] and i not in specials:
+            out[i] = model.tokenize(vocab.tokens[i])[0].id
+    return out
+
+
+def folded_log_probs(teacher_logits: Tensor, fold: Tensor, size: int, temperature: float = 1.0) -> Tensor:
+    """``[..., size]`` teacher log-probabilities with each token's mass moved to ``fold[token]`` (a new id; ``-1``:
+    dropped, and the rest renormalised). ``fold`` is :func:`fold_map`; ``teacher_logits`` is ``[..., V_teacher]``."""
+    if not temperature > 0:
+        raise VocabError(f"temperature {temperature} must be positive")
+    fold = torch.as_tensor(fold, dtype=torch.long, device=teacher_logits.device)
+    n = min(len(fold), teacher_logits.shape[-1])  # a padded tail of logits names no token
+    valid = torch.nonzero(fold[:n] >= 0).squeeze(-1)
+    p = torch.softmax(teacher_logits[..., :n].float() / temperature, dim=-1).index_select(-1, valid)
+    out = p.new_zeros(*p.shape[:-1], size).index_add_(-1, fold[valid], p)
+    return torch.log(out / out.sum(-1, keepdim=True))
 
 
 def slice_rows(weight: Tensor, kept: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

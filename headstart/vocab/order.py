@@ -53,6 +53,7 @@ class KeptVocab:
 
     kept: np.ndarray  # int64[V]
     teacher_size: int  # ids of the teacher's tokenizer
+    fingerprint: str  # the teacher tokenizer's (headstart.data.tokenizer_fingerprint)
 
     @property
     def size(self) -> int:
@@ -68,16 +69,16 @@ class KeptVocab:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (:meth:`from_dict` reads it back)."""
-        return {"kept": self.kept.tolist(), "teacher_size": self.teacher_size}
+        return {"kept": self.kept.tolist(), "teacher_size": self.teacher_size, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> KeptVocab:
         """The inverse of :meth:`to_dict`; raises :class:`VocabError` on a malformed one."""
         kept, size = np.asarray(data.get("kept", []), dtype=np.int64), int(data.get("teacher_size", 0))
-        if kept.ndim != 1 or len(np.unique(kept)) != len(kept) or (len(kept) and not 0 <= kept.min() <= kept.max()
-                                                                       < size):
+        distinct = kept.ndim == 1 and len(np.unique(kept)) == len(kept)
+        if not distinct or (len(kept) and not 0 <= kept.min() <= kept.max() < size):
             raise VocabError("a kept vocabulary must list distinct teacher ids below teacher_size; rebuild it")
-        return cls(kept, size)
+        return cls(kept, size, str(data.get("fingerprint", "")))
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class VocabOrder:
     required: int  # the first ``required`` entries must always be kept
     teacher_size: int
     style: str
+    fingerprint: str  # the teacher tokenizer's (headstart.data.tokenizer_fingerprint)
 
     def keep(self, size: int) -> KeptVocab:
         """The first ``size`` tokens; raises :class:`VocabError` outside ``[required, len(order)]``."""
@@ -97,12 +99,12 @@ class VocabOrder:
             raise VocabError(f"vocabulary size {size} is outside [{self.required}, {len(self.order)}]: the "
                              f"{self.required} required tokens (special and byte tokens) are the least a student "
                              "keeps, the teacher's vocabulary the most")
-        return KeptVocab(self.order[:size].copy(), self.teacher_size)
+        return KeptVocab(self.order[:size].copy(), self.teacher_size, self.fingerprint)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (:meth:`from_dict` reads it back)."""
         return {"format": FORMAT, "order": self.order.tolist(), "required": self.required,
-                "teacher_size": self.teacher_size, "style": self.style}
+                "teacher_size": self.teacher_size, "style": self.style, "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VocabOrder:
@@ -110,7 +112,8 @@ class VocabOrder:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise VocabError(f"not a vocabulary order ({FORMAT}); rebuild it with merge_order")
         order = np.asarray(data["order"], dtype=np.int64)
-        return cls(order, int(data["required"]), int(data["teacher_size"]), str(data["style"]))
+        return cls(order, int(data["required"]), int(data["teacher_size"]), str(data["style"]),
+                   str(data["fingerprint"]))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the order as JSON, atomically."""
@@ -175,7 +178,10 @@ def merge_order(tokenizer: Any, counts: np.ndarray, specials: Iterable[str] | No
     priority = _priorities(np.pad(counts, (0, vocab.size - len(counts))), parents, vocab.tokens)
     named = np.array([bool(t) for t in vocab.tokens])
     rest = _topological(priority, parents, set(required), named)
-    return VocabOrder(np.asarray(required + rest, dtype=np.int64), len(required), vocab.size, vocab.style)
+    from headstart.data.fingerprint import tokenizer_fingerprint
+
+    return VocabOrder(np.asarray(required + rest, dtype=np.int64), len(required), vocab.size, vocab.style,
+                      tokenizer_fingerprint(tokenizer))
 
 
 def _closed(ids: list[int], parents: np.ndarray) -> list[int]:

@@ -80,6 +80,11 @@ def trim_tokenizer(tokenizer: Any, kept: KeptVocab) -> Any:
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
+    from headstart.data.fingerprint import tokenizer_fingerprint
+
+    if kept.fingerprint != tokenizer_fingerprint(tokenizer):
+        raise VocabError(f"the kept vocabulary was chosen for tokenizer {kept.fingerprint}, not this one "
+                         f"({tokenizer_fingerprint(tokenizer)}); build the order from this teacher's tokenizer")
     vocab = read_bpe(tokenizer)
     backend = Tokenizer.from_str(json.dumps(trimmed_json(vocab, kept)))
     names = set(vocab.tokens[int(i)] for i in kept.kept)
