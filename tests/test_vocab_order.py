@@ -82,6 +82,14 @@ def test_used_tokens_and_their_ancestors_come_first(style):
     assert len(rest) > 50 and rest.tolist() == sorted(rest.tolist())  # unused: by id, parents first anyway
 
 
+def test_roles_can_be_named_but_the_post_processor_and_unk_stay():
+    tok = tokenizer_of("byte_fallback")
+    order = merge_order(tok, text_counts(tok, [TEXT]), specials=["<eos>"])
+    required = set(tok.convert_ids_to_tokens(order.order[: order.required].tolist()))
+    assert {"<eos>", "<bos>", "<unk>"} <= required and "<pad>" not in required
+    assert order.required == 3 + 256 + 1  # and ▁, which the decoder rewrites
+
+
 def test_keep_gives_contiguous_ids_and_an_id_map():
     tok = tokenizer_of("byte_level")
     order = merge_order(tok, text_counts(tok, [TEXT]))

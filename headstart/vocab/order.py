@@ -1,6 +1,6 @@
 """A merge-closed order of a teacher's vocabulary, and the kept prefix of it.
 
-:func:`merge_order` puts the *required* tokens first (the tokenizer's special tokens, the 256 byte
+:func:`merge_order` puts the *required* tokens first (the tokenizer's special-token roles, the 256 byte
 tokens, and for byte fallback the characters its decoder rewrites, e.g. ``▁``), then every other token
 by descending corpus frequency (ties by id), each only after both of its merge parents. Every prefix of
 the order is therefore closed under the merges, so :meth:`VocabOrder.keep` with any ``V`` at or above
@@ -130,12 +130,18 @@ class VocabOrder:
             raise VocabError(f"cannot read the vocabulary order {path} ({exc}); rebuild it with merge_order") from None
 
 
-def special_names(tokenizer: Any, vocab: BpeVocab) -> list[str]:
-    """The special tokens a student must keep: the tokenizer's roles (BOS, EOS, UNK, PAD, ...), the tokens
-    its post-processor inserts and the BPE model's unknown token. A bare ``tokenizers.Tokenizer`` knows no
-    roles, so all its special added tokens count."""
-    names = list(getattr(tokenizer, "all_special_tokens", None) or [])
-    if not names and not hasattr(tokenizer, "all_special_tokens"):
+def special_names(tokenizer: Any, vocab: BpeVocab, roles: Iterable[str] | None = None) -> list[str]:
+    """The special tokens a student must keep: ``roles`` (default: the tokenizer's BOS, EOS, UNK, PAD, ...;
+    for a bare ``tokenizers.Tokenizer``, which knows no roles, all its special added tokens), the tokens its
+    post-processor inserts and the BPE model's unknown token.
+
+    Other special tokens (Gemma's 6,000 ``<unusedN>``, chat markers) are ordered by frequency like any token.
+    """
+    if roles is not None:
+        names = list(roles)
+    elif hasattr(tokenizer, "all_special_tokens"):
+        names = [str(t) for t in tokenizer.all_special_tokens]
+    else:
         names = [a.content for a in vocab.added if a.special]
     processor = vocab.data.get("post_processor") or {}
     for step in processor.get("processors", [processor]):
@@ -146,9 +152,10 @@ def special_names(tokenizer: Any, vocab: BpeVocab) -> list[str]:
 
 
 def required_ids(tokenizer: Any, vocab: BpeVocab, specials: Iterable[str] | None = None) -> list[int]:
-    """The ids every trimmed vocabulary keeps, special tokens first (see :func:`special_names`)."""
+    """The ids every trimmed vocabulary keeps: special tokens (:func:`special_names`, ``specials`` as its
+    roles) by id, then the byte tokens, then for byte fallback the characters its decoder rewrites."""
     ids = vocab.ids()
-    names = list(special_names(tokenizer, vocab) if specials is None else specials)
+    names = special_names(tokenizer, vocab, specials)
     unknown = [n for n in names if n not in ids]
     if unknown:
         raise VocabError(f"special token {unknown[0]!r} is not in the tokenizer's vocabulary; name existing tokens")
@@ -163,8 +170,8 @@ def required_ids(tokenizer: Any, vocab: BpeVocab, specials: Iterable[str] | None
 def merge_order(tokenizer: Any, counts: np.ndarray, specials: Iterable[str] | None = None) -> VocabOrder:
     """The merge-closed order of ``tokenizer``'s vocabulary by the corpus ``counts`` (see the module doc).
 
-    ``counts`` is indexed by teacher id (:func:`token_counts`); ``specials`` overrides which special tokens
-    are required (default :func:`special_names`).
+    ``counts`` is indexed by teacher id (:func:`token_counts`); ``specials`` replaces the tokenizer's roles
+    among the required special tokens (:func:`special_names`).
     """
     vocab = read_bpe(tokenizer)
     counts = np.asarray(counts, dtype=np.int64)
