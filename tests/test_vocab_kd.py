@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from tiny import prepared_corpus, tiny_model, tiny_tokenizer
 from vocab_support import TEXT, arbitrary_texts, text_counts
 
-from headstart.train.kd_loss import TopK, topk_divergence
+from headstart.training.kd_loss import TopK, topk_divergence
 from headstart.vocab import (
     VocabError,
     fold_map,

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from headstart.train.kd_loss import TopK
+from headstart.training.kd_loss import TopK
 from headstart.vocab.bpe import VocabError
 from headstart.vocab.order import KeptVocab
 
