@@ -166,9 +166,21 @@ class Pipeline:
             self.say(f"[search] {'resuming' if paths.resume else 'searching'} in budget(s) {cfg.params}")
             search_stage.run(paths, cfg, teacher=self.teacher, progress=self.progress)
             write_budget_specs(self.teacher, out, self.out / "students", self.labels, self.recipe.teacher, cfg.seq_len)
+            self._log_search(out)
             self._finish("search", key, settings)
         self.fingerprints["search"] = key
         return out
+
+    def _log_search(self, out: Path) -> None:
+        """The search in the train section's metrics backends, if any (TensorBoard, W&B)."""
+        from headstart.io import read_jsonl
+        from headstart.training.metrics import log_search
+
+        logging_ = self.recipe.train.logging
+        if logging_.tensorboard or logging_.wandb:
+            rungs = json.loads((out / "summary.json").read_text()).get("rungs", [])
+            log_search(out, read_jsonl(out / "journal.jsonl"), rungs, tensorboard=logging_.tensorboard,
+                       wandb=logging_.wandb, group=logging_.wandb_group or self.out.name)
 
     def train_all(self) -> Path:
         """Every comparison run of every budget."""

@@ -128,6 +128,8 @@ class RecipeConfig(Section):
             values["batch_size"] = max(1, round(self.train.batch_size * self.compare.inherited_batch))
         values = merge(values, normalize(TrainConfig, copy.deepcopy(inherited)))
         values = merge(values, normalize(TrainConfig, copy.deepcopy(self.compare.overrides.get(name) or {})))
+        values["logging"].setdefault("wandb_group", None)
+        values["logging"]["wandb_group"] = values["logging"]["wandb_group"] or Path(self.out).name
         if not distill:
             values["kd"]["kind"] = "none"
         elif values["kd"]["kind"] == "none":

@@ -140,6 +140,8 @@ class LoggingConfig(Section):
 
     tensorboard: bool = option(False, "also log to TensorBoard (needs tensorboard)")
     wandb: str | None = option(None, "also log to this Weights & Biases project (needs wandb)", metavar="PROJECT")
+    wandb_name: str | None = option(None, "the W&B run's name (default: the run directory's last two parts)")
+    wandb_group: str | None = option(None, "the W&B group (a recipe's runs: its out directory's name)")
 
 
 @dataclass
@@ -199,7 +201,7 @@ class TrainConfig(Section):
 #: Options that may change between a run and its resume: they do not change what is trained.
 RUN_ONLY = frozenset({"validation.every", "validation.windows", "validation.seed", "validation.target_loss",
                       "checkpoint.every", "checkpoint.keep", "checkpoint.async_save", "logging.tensorboard",
-                      "logging.wandb", "runtime.compile", "runtime.activation_checkpointing", "runtime.shard_teacher"})
+                      "logging.wandb", "logging.wandb_name", "logging.wandb_group", "runtime.compile", "runtime.activation_checkpointing", "runtime.shard_teacher"})
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

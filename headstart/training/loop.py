@@ -209,8 +209,10 @@ class Trainer:
             for folder in (self.out, self.out / CHECKPOINTS):
                 for path in remove_stale_temps(folder):
                     log.info("removed %s, left by a process that no longer runs", path)
-        metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=cfg.logging.tensorboard,
-                                wandb=cfg.logging.wandb, config=self.config_dict(), start_step=self.counters.step)
+        logging_ = cfg.logging
+        metrics = MetricsLogger(self.out, enabled=parallel.is_main(), tensorboard=logging_.tensorboard,
+                                wandb=logging_.wandb, config=self.config_dict(), start_step=self.counters.step,
+                                name=logging_.wandb_name, group=logging_.wandb_group)
         handlers = install_signals(self._on_signal)
         try:
             self._run(metrics, on_step)
