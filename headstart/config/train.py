@@ -201,7 +201,8 @@ class TrainConfig(Section):
 #: Options that may change between a run and its resume: they do not change what is trained.
 RUN_ONLY = frozenset({"validation.every", "validation.windows", "validation.seed", "validation.target_loss",
                       "checkpoint.every", "checkpoint.keep", "checkpoint.async_save", "logging.tensorboard",
-                      "logging.wandb", "logging.wandb_name", "logging.wandb_group", "runtime.compile", "runtime.activation_checkpointing", "runtime.shard_teacher"})
+                      "logging.wandb", "logging.wandb_name", "logging.wandb_group", "runtime.compile",
+                      "runtime.activation_checkpointing", "runtime.shard_teacher"})
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
