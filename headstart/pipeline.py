@@ -285,7 +285,23 @@ class Pipeline:
                 if not self._done(stage, key, [path]):
                     eval_stage.run(paths, self.recipe.eval, progress=self.progress)
                     self._finish(stage, key)
+        self._teacher_reference(out / "teacher.json")
         return out
+
+    def _teacher_reference(self, path: Path) -> None:
+        """The teacher's loss on the runs' validation windows (the report's reference line), computed once."""
+        from headstart.data import fixed_windows
+        from headstart.evaluation import perplexity
+
+        cfg = self.recipe.train_config(self.recipe.compare.baseline)
+        windows = f"{cfg.validation.windows} windows x {cfg.seq_len} tokens of val"
+        key = _hash([self.fingerprints["prepare"], self.recipe.teacher, windows, cfg.val_seed()])
+        if self._done("eval:teacher", key, [path]):
+            return
+        val = fixed_windows(str(self.out / "data"), "val", cfg.seq_len, cfg.validation.windows, seed=cfg.val_seed())
+        result = perplexity(self.teacher.model, val, cfg.batch_size, dtype=cfg.runtime.dtype)
+        write_json(path, {**result, "windows": windows, "teacher": self.recipe.teacher})
+        self._finish("eval:teacher", key)
 
     def report(self) -> Path:
         """report.md with every budget's comparison table and plots."""

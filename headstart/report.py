@@ -94,24 +94,25 @@ def _fmt(v: Any, kind: str = "") -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """The report's main table."""
-    head = ("| run | params | final val loss | final val ppl | tokens to target | FLOPs to target "
+def markdown_table(rows: list[dict[str, Any]], windows: str = "val") -> str:
+    """The report's main table; ``windows`` names the validation windows its losses are measured on."""
+    head = (f"| run | params | final loss ({windows}) | final ppl | tokens to target | FLOPs to target "
             "| token ratio | FLOPs ratio |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
-    body = "".join(
-        f"| {r['label']} | {_fmt(r['params'])} | {r['final_loss']:.3f} | {r['final_ppl']:.1f} | "
-        f"{_fmt(r['tokens_to_target'], 'sci')} | {_fmt(r['flops_to_target'], 'sci')} | "
-        f"{'∞ (before training)' if r.get('reached_at_start') else _fmt(r['token_ratio'], 'ratio')} | "
-        f"{_fmt(r['flops_ratio'], 'ratio')} |\n"
-        for r in rows
-    )
+    body = "".join(f"| {r['label']} | {_fmt(r['params'])} | {r['final_loss']:.3f} | {r['final_ppl']:.1f} | "
+                   + (" — | — | — | — |\n" if r["run"] == "teacher" else _target_cells(r)) for r in rows)
     return head + body
 
 
+def _target_cells(r: dict[str, Any]) -> str:
+    ratio = "at the target before training" if r.get("reached_at_start") else _fmt(r.get("token_ratio"), "ratio")
+    return (f"{_fmt(r.get('tokens_to_target'), 'sci')} | {_fmt(r.get('flops_to_target'), 'sci')} | {ratio} | "
+            f"{_fmt(r.get('flops_ratio'), 'ratio')} |\n")
+
+
 def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: float | None = None,
-                x: str = "tokens", xmax: float | None = None) -> Path | None:
+                x: str = "tokens", xmax: float | None = None, reference: float | None = None) -> Path | None:
     """Validation loss against tokens (or total FLOPs) for every run, as a PNG (``xmax``: where the x axis
-    ends, default the data's); ``None`` without matplotlib."""
+    ends, default the data's; ``reference``: the teacher's loss, a dotted line); ``None`` without matplotlib."""
     try:
         import matplotlib
 
@@ -125,6 +126,8 @@ def plot_curves(runs: list[RunCurve], path: str | os.PathLike[str], target: floa
         ax.plot(xs, run.val_loss, marker="o", markersize=3, label=run.label)
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label="target: the baseline's final loss")
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle=":", linewidth=1, label="the teacher")
     ax.set_xlabel("training tokens" if x == "tokens" else "total FLOPs (setup + training + teacher)")
     ax.set_ylabel("validation loss (nats)")
     ax.set_xlim(left=0, right=xmax)
@@ -179,6 +182,7 @@ def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[
     from headstart.config.recipe import RUN_LABELS, RUNS
 
     evals = {n: json.loads((out / "eval" / label / f"{n}.json").read_text()) for n in recipe.compare.runs}
+    reference = json.loads((out / "eval" / "teacher.json").read_text())
     costs = setup_costs(out, recipe, teacher["flops_per_token"], index)
     runs = []
     for name in recipe.compare.runs:
@@ -187,10 +191,27 @@ def budget_report(out: Path, recipe: Any, label: str, index: int, teacher: dict[
     rows = comparison_rows(runs, recipe.compare.baseline)
     target = next(r.final_loss for r in runs if r.name == recipe.compare.baseline)
     (rep / label).mkdir(parents=True, exist_ok=True)
-    plots = [p for p in (plot_curves(runs, rep / label / "loss_vs_tokens.png", target, x="tokens"),
-                         plot_curves(runs, rep / label / "loss_vs_flops.png", target, x="flops")) if p is not None]
-    return {"label": label, "rows": rows, "setup_flops": costs, "target_loss": target,
-            "baseline": recipe.compare.baseline, "eval": evals, "plots": [str(p.relative_to(rep)) for p in plots]}
+    teacher_loss = float(reference["loss"])
+    plots = [plot_curves(runs, rep / label / f"loss_vs_{x}.png", target, x, reference=teacher_loss)
+             for x in ("tokens", "flops")]
+    plots = [p for p in plots if p is not None]
+    rows.append({"run": "teacher", "label": "teacher (reference)", "params": teacher["params"],
+                 "final_loss": teacher_loss, "final_ppl": math.exp(min(teacher_loss, 50.0))})
+    students = {n: _student(out / "runs" / label / n / "student") for n in recipe.compare.runs}
+    return {"label": label, "rows": rows, "setup_flops": costs, "target_loss": target, "windows": reference["windows"],
+            "baseline": recipe.compare.baseline, "eval": evals, "students": students,
+            "plots": [str(p.relative_to(rep)) for p in plots]}
+
+
+_HF_SIZES = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "intermediate_size",
+             "vocab_size")
+
+
+def _student(path: Path) -> dict[str, Any]:
+    """Where a trained student is and its sizes with Hugging Face names (from its config.json)."""
+    config = json.loads((path / "config.json").read_text())
+    sizes = {k: config[k] for k in _HF_SIZES if k in config}
+    return {"path": str(path), "model_type": config.get("model_type"), **sizes, "layer_wise": "auto_map" in config}
 
 
 def write_report(out: str | os.PathLike[str], recipe: Any, labels: list[str]) -> Path:
@@ -201,6 +222,10 @@ def write_report(out: str | os.PathLike[str], recipe: Any, labels: list[str]) ->
     search_summary = json.loads((out / "search" / "summary.json").read_text())
     teacher = json.loads((out / "search" / "teacher.json").read_text())
     budgets = [budget_report(out, recipe, label, i, teacher, rep) for i, label in enumerate(labels)]
+    if not (out / "search" / "search.png").is_file():  # drawn now if matplotlib came after the search
+        from headstart.searching.report import plot_journal
+
+        plot_journal(out / "search" / "journal.jsonl", search_summary, out / "search" / "search.png")
     if (out / "search" / "search.png").is_file():
         write_bytes(rep / "search.png", (out / "search" / "search.png").read_bytes())
     summary = {"budgets": budgets, "search": search_summary}
@@ -225,17 +250,19 @@ def _budget_markdown(b: dict[str, Any]) -> list[str]:
         f"students, the importance pass ({costs['importance']:.3g} FLOPs) and every evaluation of the search "
         f"in this budget ({costs['search']:.3g} FLOPs) and its training-aware rungs ({costs['rungs']:.3g} FLOPs).",
         "",
-        markdown_table(rows),
+        markdown_table(rows, b["windows"]),
     ]
     if any(r["tokens_to_target"] is None for r in rows):
         lines += ["Runs marked *not reached* never got to the target within the budget: their ratios are "
                   "undefined, not zero. Raise `train.tokens` to measure them.", ""]
     if b["plots"]:
         lines += [f"![validation loss against total FLOPs]({b['label']}/loss_vs_flops.png)", ""]
-    lines += ["Students after training (val split):", ""]
+    lines += ["Students after training:", ""]
     for name, e in b["eval"].items():
-        lines.append(f"- `{name}`: loss {e['loss']:.3f}, perplexity {e['perplexity']:.1f}, "
-                     f"{e['params']:,} parameters")
+        st = b["students"][name]
+        sizes = ", ".join(f"{k} {st[k]}" for k in _HF_SIZES if k in st)
+        note = " (layer-wise: load with `trust_remote_code=True`)" if st["layer_wise"] else ""
+        lines.append(f"- `{name}`: `{st['path']}`, {st['model_type']}, {sizes}, {e['params']:,} parameters{note}")
         for s in e.get("samples", [])[:1]:
             lines.append(f"  - sample: {s[:160].replace(chr(10), ' ')!r}")
     return lines + [""]
@@ -255,7 +282,8 @@ def _markdown(recipe: Any, budgets: list[dict[str, Any]], search: dict[str, Any]
               else _NO_PLOTS, ""]
     for run in search.get("runs", []):
         for b in run["bins"]:
-            loss = b["best_loss"]
+            loss, sizes = b["best_loss"], b["best_sizes"] or {}
+            shown = ", ".join(f"{k} {v}" for k, v in sizes.items() if k != "layer_sizes") or "none"
             lines.append(f"- `{run['run']}`, bin {b['bin'].get('label', '')}: {b['evaluations']} evaluations, best "
-                         f"loss {loss if loss is None else round(loss, 3)}, sizes {b['best_sizes']}")
+                         f"untrained loss {'-' if loss is None else round(loss, 3)}, {shown}")
     return "\n".join(lines) + "\n"

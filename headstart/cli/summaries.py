@@ -139,8 +139,9 @@ def run(result: Path, cfg: Any) -> str:
     for budget in data["budgets"]:
         lines.append(f"{budget['label']}: target = {budget['baseline']}'s final val loss {budget['target_loss']:.3f}")
         for row in budget["rows"]:
-            ratio = (f"{row['token_ratio']:.2f}x fewer tokens" if row["token_ratio"]
-                     else "at the target before training" if row.get("reached_at_start") else "target not reached")
+            ratio = ("reference" if row["run"] == "teacher" else f"{row['token_ratio']:.2f}x fewer tokens"
+                     if row.get("token_ratio") else "at the target before training" if row.get("reached_at_start")
+                     else "target not reached")
             lines.append(f"  {row['label']:<28} val loss {row['final_loss']:.3f}  ppl {row['final_ppl']:8.1f}  {ratio}")
     return "\n".join(lines)
 
@@ -153,5 +154,5 @@ def compare(result: Path, cfg: Any) -> str:
     if not data_path.is_file():
         return f"done: {result}"
     data = json.loads(data_path.read_text())
-    parts = [f"### {b['label']}\n\n{markdown_table(b['rows'])}" for b in data["budgets"]]
+    parts = [f"### {b['label']}\n\n{markdown_table(b['rows'], b.get('windows', 'val'))}" for b in data["budgets"]]
     return "\n".join(parts) + f"\nreport: {result / 'report.md'}"

@@ -119,3 +119,27 @@ def plot(outcome: SearchOutcome, path: str | os.PathLike[str]) -> Path | None:
     finally:
         plt.close(fig)
     return path
+
+
+def plot_journal(journal: str | os.PathLike[str], summary: dict[str, Any], path: str | os.PathLike[str]) -> Path | None:
+    """The search plot redrawn from the journal and ``summary.json`` (when matplotlib came after the search)."""
+    from types import SimpleNamespace
+
+    from headstart.io import read_jsonl
+    from headstart.searching.bins import Bin
+
+    records = [r for r in read_jsonl(journal) if "loss" in r and "run" in r]
+    runs = []
+    for run in summary.get("runs", []):
+        bins = []
+        for b in run["bins"]:
+            index = int(b["bin"]["index"])
+            cands = [SimpleNamespace(params=int(r["params"]), loss=float(r["loss"])) for r in records
+                     if r["run"] == run["run"] and int(r.get("bin", -1)) == index]
+            best = min(cands, key=lambda c: c.loss, default=None)
+            bins.append(SimpleNamespace(candidates=cands, best=best))
+        runs.append(SimpleNamespace(name=run["run"], strategy=run["strategy"], bins=bins))
+    tables = [SimpleNamespace(bin=Bin(int(b["bin"]["index"]), int(b["bin"]["lo"]), int(b["bin"]["hi"])))
+              for b in (summary["runs"][0]["bins"] if summary.get("runs") else [])]
+    outcome = SimpleNamespace(tables=tables, runs=runs, teacher_source=summary.get("teacher", "teacher"))
+    return plot(outcome, path)  # type: ignore[arg-type]
