@@ -9,8 +9,6 @@ import torch
 
 from headstart.errors import DataError
 
-BUILTIN_CORPORA = ("shakespeare",)
-
 
 def calibration_tokens(
     source: str, tokenizer: object, n: int = 64, seq_len: int = 256, seed: int = 0
@@ -18,8 +16,9 @@ def calibration_tokens(
     """``n`` windows of ``seq_len`` tokens from ``source``.
 
     ``source`` is a directory prepared by ``headstart prepare`` (its ``train`` split is used; its
-    tokenizer must be the teacher's), ``builtin:shakespeare``, or text files (``.txt``/``.md``,
-    comma-separated), tokenized with the teacher's tokenizer.
+    tokenizer must be the teacher's), or anything ``prepare`` reads (text files and directories, JSONL,
+    Parquet, ``hf:NAME``, ``builtin:shakespeare``; several comma-separated), tokenized with the teacher's
+    tokenizer.
     """
     if n < 1 or seq_len < 2:
         raise DataError(f"calibration needs at least 1 sequence of 2 tokens, got n={n}, seq_len={seq_len}")
@@ -47,18 +46,9 @@ def calibration_tokens(
 
 
 def _texts(source: str) -> list[str]:
-    if source.startswith("builtin:"):
-        name = source.removeprefix("builtin:")
-        if name not in BUILTIN_CORPORA:
-            raise DataError(f"unknown builtin corpus {name!r}; builtins: {', '.join(BUILTIN_CORPORA)}")
-        from headstart.data import builtin_corpus
+    """The documents of ``source``: anything ``headstart prepare`` reads (files, directories, globs, JSONL,
+    Parquet, ``hf:NAME``, ``builtin:shakespeare``), several comma-separated."""
+    from headstart.data.sources import iter_documents, resolve_inputs
 
-        return [text for _, text in builtin_corpus(name)]
-    texts = []
-    for part in source.split(","):
-        p = Path(part)
-        if not p.is_file():
-            raise DataError(f"calibration source {part} does not exist; pass a prepared directory, "
-                            "text files, or builtin:shakespeare")
-        texts.append(p.read_text(encoding="utf-8", errors="replace"))
-    return texts
+    return [text for src in resolve_inputs([p for p in source.split(",") if p]) for _, text in
+            iter_documents(src, "text")]

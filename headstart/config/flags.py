@@ -75,7 +75,7 @@ def _add_field(parser: Any, f: dataclasses.Field, tp: Any, prefix: str) -> None:
     if tp is bool:
         if default is True:
             name = "--" + prefix + "no-" + f.name.replace("_", "-")
-            parser.add_argument(name, action="store_false", help=text, **kwargs)
+            parser.add_argument(name, action="store_false", help=f"turn off (on by default): {text}", **kwargs)
         else:
             parser.add_argument(flag_of(f, prefix), action="store_true", help=text, **kwargs)
         return

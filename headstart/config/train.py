@@ -153,8 +153,8 @@ class RuntimeConfig(Section):
     activation_checkpointing: bool = option(False, "recompute activations in backward")
     fsdp: bool = option(False, "under torchrun: FSDP2 (fully_shard) instead of DDP; checkpoints are sharded and "
                         "resume on any process count with the same global batch")
-    shard_teacher: bool = option(True, "with fsdp: shard the teacher's blocks too (forward only); "
-                                 "--runtime.no-shard-teacher keeps a full replica per process")
+    shard_teacher: bool = option(True, "with fsdp: shard the teacher's blocks too (forward only); off: a full "
+                                 "teacher replica per process")
 
 
 @dataclass
