@@ -132,7 +132,8 @@ class Pipeline:
         from headstart.data import stage as data_stage
 
         paths = self.prepare_paths()
-        settings = {"paths": asdict(paths), "options": asdict(self.recipe.prepare)}
+        settings = {"corpus": [_resolved(x) for x in paths.inputs], "teacher": _resolved(self.recipe.teacher),
+                    "options": asdict(self.recipe.prepare)}
         key = _hash(settings)
         if not self._done("prepare", key, [Path(paths.out) / "manifest.json"]):
             self.say(f"[prepare] tokenizing {', '.join(paths.inputs)}")
@@ -280,8 +281,7 @@ class Pipeline:
                 paths = EvalPaths(checkpoint=str(self.recipe.run_dir(label, name) / "student"),
                                   data=str(self.out / "data"), json_out=str(path))
                 stage = f"eval:{label}:{name}"
-                key = _hash([self._saved(f"train:{label}:{name}").get("key"), asdict(paths),
-                             asdict(self.recipe.eval)])
+                key = _hash([self._saved(f"train:{label}:{name}").get("key"), asdict(self.recipe.eval)])
                 if not self._done(stage, key, [path]):
                     eval_stage.run(paths, self.recipe.eval, progress=self.progress)
                     self._finish(stage, key)
@@ -352,6 +352,13 @@ def _changes(saved: dict[str, Any], settings: Any) -> str:
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
     return (shown + (f" and {len(diff) - 3} more" if len(diff) > 3 else "")) or "its inputs changed"
+
+
+def _resolved(source: str) -> str:
+    """A local path as its absolute path (so a recipe names the same input however it is written); other names
+    (``builtin:``, hub ids, ``hf:``) as they are."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
 
 
 def _format(params: int) -> str:

@@ -181,6 +181,11 @@ class TrainConfig(Section):
         if self.runtime.dtype == "float16":
             raise FieldError("runtime.dtype", "float16 would train without loss scaling and underflow gradients; "
                              "use bfloat16 (or float32)")
+        step = self.batch_size * self.seq_len * self.optim.grad_accum
+        if self.tokens < step:
+            raise FieldError("tokens", f"{self.tokens:,} is less than one optimizer step ({self.batch_size} x "
+                             f"{self.seq_len} x {self.optim.grad_accum} = {step:,} tokens); raise tokens or lower "
+                             "batch_size, seq_len or optim.grad_accum")
         if self.validation.target_loss is not None and not self.validation.windows:
             raise FieldError("validation.target_loss", "needs validation: set validation.windows above 0")
 
