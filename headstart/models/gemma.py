@@ -63,8 +63,7 @@ class GemmaAdapter(LlamaAdapter):
         out = slice_by_rules(state, spec, top, "model.layers.", lambda i: self._layer_rules(spec, i), self.tied)
         factor = math.sqrt(self.dims.hidden_size / len(h))
         if len(h) != self.dims.hidden_size:
-            emb = out[_EMBED]
-            out[_EMBED] = (emb.float() * factor).to(emb.dtype)
+            out[_EMBED] = out[_EMBED] * factor  # one rounding in any dtype; no float32 copy of the table
             if self.tied:
                 gain = out[_FINAL_NORM]
                 out[_FINAL_NORM] = ((1.0 + gain.float()) / factor - 1.0).to(gain.dtype)
