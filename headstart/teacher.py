@@ -29,7 +29,7 @@ from headstart.spec import TeacherDims
 
 log = logging.getLogger(__name__)
 
-BUILTIN_TEACHERS = ("smollm2-135m",)
+BUILTIN_TEACHERS = ("smollm2-135m", "gemma3-270m")  # gemma3-270m: Gemma Terms of Use
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -70,11 +70,11 @@ def resolve_source(source: str | os.PathLike[str]) -> Source:
     text = str(source)
     if text in BUILTIN_TEACHERS or text.startswith("builtin:"):
         name = text.removeprefix("builtin:")
-        if name != "smollm2-135m":
+        if name not in BUILTIN_TEACHERS:
             raise TeacherError(f"unknown builtin teacher {name!r}; builtins: {', '.join(BUILTIN_TEACHERS)}")
-        from headstart.assets import smollm2_dir
+        from headstart.assets import builtin_teacher_dir
 
-        return Source("dir", str(smollm2_dir()))
+        return Source("dir", str(builtin_teacher_dir(name)))
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":

@@ -11,9 +11,13 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
     GPTNeoXConfig,
     LlamaConfig,
     MistralConfig,
+    Olmo2Config,
+    Phi3Config,
     PreTrainedModel,
     PreTrainedTokenizerFast,
     Qwen2Config,
@@ -34,6 +38,14 @@ TEXT = (
 _COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
                num_attention_heads=4, max_position_embeddings=256)
 
+# Gemma: sliding (window 8, shorter than the test sequences) and global layers alternate, the two
+# RoPE bases differ, and the attention scale is not 1/sqrt(head_dim); Gemma 2 soft-caps its logits
+# at a value the tiny model's logits reach.
+_GEMMA = dict(_COMMON, num_key_value_heads=2, head_dim=16, sliding_window=8, query_pre_attn_scalar=24,
+              layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"])
+_ROPE = {"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+         "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}}
+
 # One tiny config per supported family and variant (GQA, MQA, MHA, biases, q/k norms, tied).
 FAMILIES = {
     "llama": lambda: LlamaConfig(**_COMMON, num_key_value_heads=2, head_dim=16),
@@ -42,6 +54,11 @@ FAMILIES = {
     "qwen2": lambda: Qwen2Config(**_COMMON, num_key_value_heads=2),
     "qwen3": lambda: Qwen3Config(**_COMMON, num_key_value_heads=2, head_dim=16),
     "gpt_neox": lambda: GPTNeoXConfig(**_COMMON, rotary_pct=0.25, use_parallel_residual=True),
+    "gemma3": lambda: Gemma3TextConfig(**_GEMMA, rope_parameters=_ROPE),
+    "gemma2": lambda: Gemma2Config(**_GEMMA, final_logit_softcapping=2.0, attn_logit_softcapping=5.0),
+    "phi3": lambda: Phi3Config(**_COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=None, eos_token_id=0,
+                               bos_token_id=0),
+    "olmo2": lambda: Olmo2Config(**_COMMON, num_key_value_heads=2, head_dim=16, pad_token_id=None, eos_token_id=0),
 }
 
 

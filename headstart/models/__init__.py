@@ -7,11 +7,16 @@ from transformers import PretrainedConfig
 
 from headstart.errors import TeacherError
 from headstart.models.base import Counts, Layout, ModelAdapter
+from headstart.models.gemma import GemmaAdapter
 from headstart.models.gpt_neox import GPTNeoXAdapter
 from headstart.models.layerwise import LayerwiseAdapter, register
 from headstart.models.llama import LlamaAdapter
+from headstart.models.olmo2 import Olmo2Adapter
+from headstart.models.phi3 import Phi3Adapter
 
-ADAPTERS: tuple[type[ModelAdapter], ...] = (LlamaAdapter, GPTNeoXAdapter, LayerwiseAdapter)
+ADAPTERS: tuple[type[ModelAdapter], ...] = (
+    LlamaAdapter, GPTNeoXAdapter, GemmaAdapter, Phi3Adapter, Olmo2Adapter, LayerwiseAdapter,
+)
 register()
 
 

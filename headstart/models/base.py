@@ -36,7 +36,9 @@ class Layout:
     gated_mlp: bool  # gate/up/down (3 matrices) vs up/down (2)
     mlp_bias: bool  # biases on MLP projections
     norm_bias: bool  # LayerNorm (weight+bias) vs RMSNorm (weight)
-    qk_norm: bool  # per-head RMSNorm on q and k (Qwen3)
+    qk_norm: bool  # RMSNorm on q and k (Qwen3, Gemma 3: per head; OLMo-2: over the whole projection)
+    qk_norm_full: bool = False  # the q/k norms span every head's channels (OLMo-2), not one head_dim
+    norms_per_layer: int = 2  # residual-width norms per block (Gemma: 4, pre and post each sublayer)
 
 
 @dataclass(frozen=True)
@@ -199,11 +201,12 @@ class ModelAdapter(ABC):
         q_out, kv_out, m = layer.num_attention_heads * hd, layer.num_key_value_heads * hd, layer.intermediate_size
         attn_mat = h * q_out + 2 * h * kv_out + q_out * h
         attn_vec = (q_out + 2 * kv_out if lo.qkv_bias else 0) + (h if lo.o_bias else 0)
-        attn_vec += 2 * hd if lo.qk_norm else 0
+        if lo.qk_norm:
+            attn_vec += q_out + kv_out if lo.qk_norm_full else 2 * hd
         mlp_mat = (3 if lo.gated_mlp else 2) * h * m
         mlp_vec = ((2 * m if lo.gated_mlp else m) + h) if lo.mlp_bias else 0
         norm = h * (2 if lo.norm_bias else 1)
-        params = attn_mat + attn_vec + mlp_mat + mlp_vec + 2 * norm
+        params = attn_mat + attn_vec + mlp_mat + mlp_vec + lo.norms_per_layer * norm
         return params, 2 * (attn_mat + mlp_mat) + 4 * seq_len * q_out
 
 

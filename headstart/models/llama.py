@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from torch import nn
 from transformers import PretrainedConfig
 
-from headstart.models.base import Layout, ModelAdapter, Tensor, group_rows, head_rows, slice_by_rules
+from headstart.models.base import Layout, ModelAdapter, Rules, Tensor, group_rows, head_rows, slice_by_rules
 from headstart.spec import SubnetSpec, TeacherDims
 
 
@@ -51,39 +51,40 @@ class LlamaAdapter(ModelAdapter):
         return {**spec.sizes(), "head_dim": self.dims.head_dim}
 
     def slice_state_dict(self, state: dict[str, Tensor], spec: SubnetSpec) -> dict[str, Tensor]:
-        h, d = list(spec.hidden), self.dims
+        h = list(spec.hidden)
         top = {
             "model.embed_tokens.weight": [(1, h)],
             "model.norm.weight": [(0, h)],
             "lm_head.weight": [(1, h)],
         }
+        return slice_by_rules(state, spec, top, "model.layers.", lambda i: self._layer_rules(spec, i), self.tied)
 
-        def layer_rules(i: int) -> dict[str, list]:
-            q = head_rows(spec.kv_groups[i], spec.heads[i], d.heads_per_group, d.head_dim)
-            kv = group_rows(spec.kv_groups[i], d.head_dim)
-            neurons = list(spec.mlp[i])
-            return {  # suffix -> [(dim, indices), ...]
-                "self_attn.q_proj.weight": [(0, q), (1, h)],
-                "self_attn.q_proj.bias": [(0, q)],
-                "self_attn.k_proj.weight": [(0, kv), (1, h)],
-                "self_attn.k_proj.bias": [(0, kv)],
-                "self_attn.v_proj.weight": [(0, kv), (1, h)],
-                "self_attn.v_proj.bias": [(0, kv)],
-                "self_attn.o_proj.weight": [(0, h), (1, q)],
-                "self_attn.o_proj.bias": [(0, h)],
-                "self_attn.q_norm.weight": [],
-                "self_attn.k_norm.weight": [],
-                "mlp.gate_proj.weight": [(0, neurons), (1, h)],
-                "mlp.gate_proj.bias": [(0, neurons)],
-                "mlp.up_proj.weight": [(0, neurons), (1, h)],
-                "mlp.up_proj.bias": [(0, neurons)],
-                "mlp.down_proj.weight": [(0, h), (1, neurons)],
-                "mlp.down_proj.bias": [(0, h)],
-                "input_layernorm.weight": [(0, h)],
-                "post_attention_layernorm.weight": [(0, h)],
-            }
-
-        return slice_by_rules(state, spec, top, "model.layers.", layer_rules, self.tied)
+    def _layer_rules(self, spec: SubnetSpec, i: int) -> Rules:
+        """Slicing rules of student layer ``i``: weight suffix -> [(dim, kept indices), ...]."""
+        h, d = list(spec.hidden), self.dims
+        q = head_rows(spec.kv_groups[i], spec.heads[i], d.heads_per_group, d.head_dim)
+        kv = group_rows(spec.kv_groups[i], d.head_dim)
+        neurons = list(spec.mlp[i])
+        return {
+            "self_attn.q_proj.weight": [(0, q), (1, h)],
+            "self_attn.q_proj.bias": [(0, q)],
+            "self_attn.k_proj.weight": [(0, kv), (1, h)],
+            "self_attn.k_proj.bias": [(0, kv)],
+            "self_attn.v_proj.weight": [(0, kv), (1, h)],
+            "self_attn.v_proj.bias": [(0, kv)],
+            "self_attn.o_proj.weight": [(0, h), (1, q)],
+            "self_attn.o_proj.bias": [(0, h)],
+            "self_attn.q_norm.weight": [],  # per head (head_dim wide): nothing to cut
+            "self_attn.k_norm.weight": [],
+            "mlp.gate_proj.weight": [(0, neurons), (1, h)],
+            "mlp.gate_proj.bias": [(0, neurons)],
+            "mlp.up_proj.weight": [(0, neurons), (1, h)],
+            "mlp.up_proj.bias": [(0, neurons)],
+            "mlp.down_proj.weight": [(0, h), (1, neurons)],
+            "mlp.down_proj.bias": [(0, h)],
+            "input_layernorm.weight": [(0, h)],
+            "post_attention_layernorm.weight": [(0, h)],
+        }
 
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
         return model.model.layers
