@@ -98,6 +98,7 @@ def export(
             **(metadata or {}),
         }
         spec.save(tmp / SPEC_FILE, extra=meta)
+        copy_license(teacher.source, tmp)
         verify_export(student, tmp)
     log.info("exported %s (%s params) to %s", spec.describe(), f"{counts.params:,}", out)
     return out
@@ -127,6 +128,27 @@ def verify_export(student: PreTrainedModel, path: str | os.PathLike[str], seq_le
             f"(tolerance {tol * scale:.3g}); refusing to finish the export"
         )
     return diff
+
+
+LICENSE_FILES = ("LICENSE*", "NOTICE*", "*TERMS*")
+
+
+def copy_license(source: str | None, into: Path) -> list[Path]:
+    """Copy the license files of a local teacher ``source`` (``LICENSE``, ``NOTICE``, the Gemma Terms of a builtin)
+    into ``into``: a student cut from a teacher is a derivative of it and carries its terms."""
+    import shutil
+
+    from headstart.errors import HeadstartError
+    from headstart.teacher import resolve_source
+
+    try:
+        folder = Path(resolve_source(source).path) if source else None
+    except HeadstartError:  # an in-memory teacher, or one that is gone: nothing to copy
+        return []
+    if folder is None or not folder.is_dir():
+        return []
+    found = sorted({p for pattern in LICENSE_FILES for p in folder.glob(pattern) if p.is_file()})
+    return [Path(shutil.copy2(p, into / p.name)) for p in found]
 
 
 def load_spec_of(path: str | os.PathLike[str]) -> SubnetSpec:

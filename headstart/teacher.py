@@ -23,13 +23,13 @@ from urllib.parse import urlparse
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from headstart.config.common import BUILTIN_TEACHERS
 from headstart.errors import CheckpointError, TeacherError
 from headstart.models import ModelAdapter, get_adapter
 from headstart.spec import TeacherDims
 
 log = logging.getLogger(__name__)
 
-BUILTIN_TEACHERS = ("smollm2-135m", "gemma3-270m")  # gemma3-270m: Gemma Terms of Use
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 

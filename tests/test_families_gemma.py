@@ -16,13 +16,13 @@ import torch
 from tiny import VOCAB, tiny_model, tiny_tokenizer
 from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
-from headstart.extract import build_student, export
+from headstart.extraction import build_student, export
 from headstart.lm_loss import sum_cross_entropy
 from headstart.models import get_adapter
-from headstart.search.bins import SizeGrid, make_bins
-from headstart.search.fitness import Fitness
-from headstart.search.operators import mutate, sample
-from headstart.search.space import SearchSpace, default_space
+from headstart.searching.bins import SizeGrid, make_bins
+from headstart.searching.fitness import Fitness
+from headstart.searching.operators import mutate, sample
+from headstart.searching.space import SearchSpace, default_space
 from headstart.selection import Orders, from_sizes, full
 from headstart.spec import SubnetSpec
 from headstart.teacher import Teacher

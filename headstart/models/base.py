@@ -24,7 +24,7 @@ from headstart.spec import LayerSizes, Shape, SubnetSpec, TeacherDims
 Tensor = torch.Tensor
 
 # Config keys that belong to the source checkpoint, not to a student built from it.
-_DROP_CONFIG_KEYS = ("quantization_config", "_name_or_path", "transformers_version", "auto_map")
+_DROP_CONFIG_KEYS = ("quantization_config", "_name_or_path", "_model_name_or_path", "transformers_version", "auto_map")
 
 
 @dataclass(frozen=True)

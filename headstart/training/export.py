@@ -37,7 +37,7 @@ def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[st
             warnings.simplefilter("ignore")
             student = AutoModelForCausalLM.from_config(student.config, dtype=torch.float32)
         student.load_state_dict(state)
-    from headstart.extraction import verify_export
+    from headstart.extraction import copy_license, verify_export
 
     was_training = student.training
     student.eval()
@@ -47,6 +47,7 @@ def export_trained(trainer: Any, tokenizer: Any, out_dir: Path, summary: dict[st
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             write_json(tmp / SUMMARY, summary, default=str)
+            copy_license(summary.get("teacher"), tmp)
             verify_export(student, tmp)
     finally:
         student.train(was_training)
