@@ -91,6 +91,8 @@ def is_config(tp: Any) -> bool:
 
 
 def _describe(tp: Any) -> str:
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "a mapping"
     if typing.get_origin(tp) is list:
         item = typing.get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _describe(item))
