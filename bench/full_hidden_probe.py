@@ -31,15 +31,15 @@ def main() -> None:
     from headstart.io import write_json
     from headstart.lm_loss import sum_cross_entropy
     from headstart.searching.bins import SizeGrid, make_bins
-    from headstart.searching.pipeline import load_windows
     from headstart.searching.space import Genome, SearchSpace, default_space
+    from headstart.searching.stage import load_windows
     from headstart.selection import Orders
 
     args = argparse.Namespace(model="builtin:smollm2-135m", corpus="builtin:shakespeare", seq_len=256,
                               heldout_windows=16, results=str(search_quality.RESULTS), fraction=0.5, evaluations=60,
                               population=8, generation_size=1, windows=16, rung_tokens=8192)
     teacher, data, heldout, budget, results = search_quality.setup(args)
-    windows, calib = load_windows(search_quality._job(args, data, budget, results), teacher)
+    windows, calib = load_windows(*search_quality._job(args, data, budget, results), teacher)
     order = Orders.from_importance(teacher.dims, load_or_compute_importance(teacher, calib))
     space = SearchSpace(default_space(teacher.dims), teacher.adapter, order)
     [table] = make_bins(SizeGrid(space), [budget], 0.1)

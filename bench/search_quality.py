@@ -142,14 +142,18 @@ def _cached(path: Path, compute) -> dict:
     return value
 
 
-def _job(args, data, budget: int, out: Path, **over):
-    from headstart.configs import SearchConfig
+def _job(args, data, budget: int, out: Path, resume: bool = False, **over):
+    """The paths and options of one search; ``over`` sets options over the shared ones (a section's as a
+    mapping: ``evolution={"strategy": "random"}``)."""
+    from headstart.config import SearchConfig, SearchPaths, build
+    from headstart.config.fields import merge
 
-    base = dict(teacher=args.model, data=str(data), out=str(out), params=str(budget), tolerance=0.1,
-                evaluations=args.evaluations, population=args.population,
-                generation_size=args.generation_size, windows=args.windows,
-                seq_len=args.seq_len, batch_size=4, rung_tokens=args.rung_tokens)
-    return SearchConfig(**{**base, **over})
+    base = {"params": str(budget), "tolerance": 0.1, "seq_len": args.seq_len, "batch_size": 4,
+            "evolution": {"evaluations": args.evaluations, "population": args.population,
+                          "generation_size": args.generation_size},
+            "fitness": {"windows": args.windows}, "rungs": {"tokens": args.rung_tokens}}
+    paths = SearchPaths(teacher=args.model, data=str(data), out=str(out), resume=resume)
+    return paths, build(SearchConfig, merge(base, over))
 
 
 def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, match_flops: dict | None = None):
@@ -159,7 +163,7 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
     from headstart.config import read_yaml
     from headstart.extraction import build_student
     from headstart.lm_loss import sum_cross_entropy
-    from headstart.searching.pipeline import run_job
+    from headstart.searching import stage
     from headstart.searching.report import summary
 
     out = Path(args.results) / f"{method}-seed{seed}"
@@ -172,22 +176,24 @@ def _method(args, teacher, data, heldout, budget: int, method: str, seed: int, m
     elif method == "random-importance":  # the rungs' cost buys more evaluations (the loop below tops them up)
         per_eval = match_flops["screening_flops"] / max(1, match_flops["computed"])
         extra = math.ceil(match_flops["rung_flops"] / per_eval) if per_eval else 0
-        job = _job(args, data, budget, out, seed=seed, strategy="random", rungs=0, resume=resume,
-                   evaluations=args.evaluations + extra)
+        job = _job(args, data, budget, out, seed=seed, resume=resume, rungs={"count": 0},
+                   evolution={"strategy": "random", "evaluations": args.evaluations + extra})
     else:
         space = out.parent / "prefix-layers.yaml"
         space.write_text("depth_modes: [top]\n")
-        job = _job(args, data, budget, out, seed=seed, strategy="random", order="first-k", rungs=0,
-                   space=str(space), resume=resume)
+        job = _job(args, data, budget, out, seed=seed, resume=resume, rungs={"count": 0},
+                   evolution={"strategy": "random"}, space={"order": "first-k", "file": str(space)})
     start = time.perf_counter()
-    outcome = run_job(job, teacher=teacher)
+    outcome = stage.run(*job, teacher=teacher)
     s = summary(outcome)
     while match_flops is not None and s["flops"]["total"] < match_flops["search_flops"]:
         # evaluations cost what abandonment leaves of them, so extend the journal until the FLOPs match
         per_eval = s["flops"]["screening"] / s["runs"][0]["bins"][0]["evaluations"]
         more = math.ceil((match_flops["search_flops"] - s["flops"]["total"]) / per_eval)
-        job = replace(job, evaluations=job.evaluations + more, resume=True)
-        outcome = run_job(job, teacher=teacher)
+        paths, cfg = job
+        job = (replace(paths, resume=True),
+               replace(cfg, evolution=replace(cfg.evolution, evaluations=cfg.evolution.evaluations + more)))
+        outcome = stage.run(*job, teacher=teacher)
         s = summary(outcome)
     seconds = time.perf_counter() - start
     run = s["runs"][0]
@@ -239,19 +245,21 @@ def _scored(journal: Path, run: str) -> tuple[int, float]:
 def _score(args, teacher, data, heldout, spec_file: Path, run_dir: Path, seed: int) -> tuple[float, float]:
     """The winner's loss on the held-out windows untrained, and after ``--train-tokens`` of KD training on the
     schedule ``headstart run`` gives a student cut from the teacher (``INHERITED``, half of train's batch 8)."""
-    from headstart.commands.train import run as train
-    from headstart.configs import INHERITED
+    from headstart.config import TrainConfig, TrainPaths, build
+    from headstart.config.fields import merge
+    from headstart.config.train import INHERITED
     from headstart.extraction import build_student
     from headstart.lm_loss import sum_cross_entropy
     from headstart.spec import SubnetSpec
     from headstart.teacher import load_model
-    from headstart.training.config import TrainConfig
+    from headstart.training import stage
 
     s, n = sum_cross_entropy(build_student(teacher, SubnetSpec.load(spec_file)), heldout)
-    cfg = TrainConfig(student=str(spec_file), teacher=args.model, data=str(data), out=str(run_dir),
-                      tokens=args.train_tokens, seq_len=args.seq_len, batch_size=4, seed=seed, eval_windows=0,
-                      eval_every=0, save_every=10**6, progress=False, **INHERITED)
-    train(cfg, teacher=teacher)
+    paths = TrainPaths(student=str(spec_file), teacher=args.model, data=str(data), out=str(run_dir))
+    cfg = build(TrainConfig, merge({"tokens": args.train_tokens, "seq_len": args.seq_len, "batch_size": 4, "seed": seed,
+                                    "validation": {"windows": 0, "every": 0}, "checkpoint": {"every": 10**6}},
+                                   INHERITED))
+    stage.run(paths, cfg, teacher=teacher)
     t, m = sum_cross_entropy(load_model(run_dir / "student"), heldout)
     return round(s / n, 4), round(t / m, 4)
 
@@ -265,24 +273,21 @@ def _fitness_speed(args, teacher, data, budget: int) -> dict:
     ``abandon_errors`` counts abandoned candidates whose full fp32 loss would have entered that
     population (a wrong abandonment).
     """
-    from headstart.configs import SearchConfig
+    from headstart.config.search import FitnessConfig
     from headstart.searching.bins import SizeGrid, make_bins
     from headstart.searching.fitness import Fitness
     from headstart.searching.operators import sample
-    from headstart.searching.pipeline import load_windows
     from headstart.searching.space import SearchSpace, default_space
+    from headstart.searching.stage import load_windows
     from headstart.selection import Orders
 
-    job = _job(args, data, budget, Path(args.results) / "speed")
-    windows, _ = load_windows(job, teacher)
+    windows, _ = load_windows(*_job(args, data, budget, Path(args.results) / "speed"), teacher)
     space = SearchSpace(default_space(teacher.dims), teacher.adapter, Orders.first_k(teacher.dims))
     [table] = make_bins(SizeGrid(space), [budget], 0.1)
     rng = random.Random(0)
     specs = [space.to_spec(sample(space, table, rng)) for _ in range(args.speed_candidates)]
-    shipped = SearchConfig()
     fitness = {"float32": Fitness(teacher, windows, dtype="float32"), "auto": Fitness(teacher, windows, dtype="auto"),
-               "shipped": Fitness(teacher, windows, dtype="auto", abandon_after=shipped.abandon_after,
-                                  abandon_margin=shipped.abandon_margin)}
+               "shipped": Fitness(teacher, windows, dtype="auto", screen=FitnessConfig())}
     losses, seconds = {k: [] for k in fitness}, dict.fromkeys(fitness, 0.0)
     abandoned, errors = 0, 0
     for spec in specs:  # interleaved, so load changes hit all arms alike

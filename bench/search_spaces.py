@@ -71,15 +71,16 @@ def main() -> None:
 
 
 def _space(args, teacher, data, heldout, budget: int, granularity: str, layout: str, seed: int) -> dict:
-    from headstart.searching.pipeline import run_job
+    from headstart.searching import stage
     from headstart.searching.report import summary
     from headstart.spec import SubnetSpec
 
     out = Path(args.results) / f"{granularity}-{layout}-seed{seed}"
     shutil.rmtree(out, ignore_errors=True)
-    job = sq._job(args, data, budget, out, seed=seed, granularity=granularity, layout=layout, rungs=0)
+    job = sq._job(args, data, budget, out, seed=seed, space={"granularity": granularity, "layout": layout},
+                  rungs={"count": 0})
     start = time.perf_counter()
-    outcome = run_job(job, teacher=teacher)
+    outcome = stage.run(*job, teacher=teacher)
     seconds = time.perf_counter() - start
     run = summary(outcome)["runs"][0]
     best = out / f"best-{outcome.tables[0].bin.label}.yaml"

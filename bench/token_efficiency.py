@@ -4,7 +4,7 @@ For every seed, the demo recipe (or ``--recipe``) is prepared and searched once 
 the seed changes the search, the students' init and the data order). For every budget (training
 tokens), the random-init baseline (CE only) trains for the whole budget first; its final validation
 loss is that (budget, seed)'s target, and every other run trains on the same schedule with
-``--target-loss`` set to it, so it stops at the first validation that reaches it (``--full`` trains to
+``validation.target_loss`` set to it, so it stops at the first validation that reaches it (``--full`` trains to
 the end). Every run writes its result to ``OUT/results/<budget>/seed<S>/<run>.json``; a rerun skips
 finished runs and resumes an interrupted one from its newest checkpoint, so the measurement can be
 completed in parts and extended by a seed, a budget or a run later.
@@ -67,13 +67,12 @@ from typing import Any
 
 import yaml
 
-from headstart.commands.demo import demo_recipe
-from headstart.config import build
+from headstart.cli.summaries import demo_recipe
+from headstart.config import TrainConfig, TrainPaths, build, load_recipe
+from headstart.config.fields import merge
 from headstart.io import write_json
 from headstart.pipeline import Pipeline
-from headstart.recipe import load_recipe
 from headstart.report import RunCurve, crossing, plot_curves, run_curve, setup_costs
-from headstart.training.config import TrainConfig
 
 PAPER_TOKEN_RATIO = 9.2  # "Where to Begin" (arXiv 2510.07227): searched + KD vs random init, tokens
 CALIB = (64, 128)  # reconstruction: calibration windows x tokens from the train split
@@ -81,45 +80,46 @@ CACHE_K = 64  # teacher log-probs kept per token by the cached variants
 
 #: run name -> how it starts ("random" or "searched"), whether its weights are reconstructed, and
 #: the train options it changes from the recipe's train section (distilled unless ``kd: none``).
+CE = {"kind": "none"}  # kd section of the runs without distillation
+W1_LR5 = {"schedule": {"warmup": 0.01}, "optim": {"lr": 5e-4}}  # the schedule of a student cut from the teacher
 VARIANTS: dict[str, dict[str, Any]] = {
-    "random-ce": {"init": "random", "train": {"kd": "none"}},
-    "random-ce-b4": {"init": "random", "train": {"kd": "none", "batch_size": 4}},  # is the baseline's batch fair?
-    "searched-ce": {"init": "searched", "train": {"kd": "none"}},
-    "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": "none"}},
-    "searched-ce-w1": {"init": "searched", "train": {"kd": "none", "warmup": 0.01}},
-    "searched-ce-w1-lr5": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4}},
-    "searched-ce-w1-lr3": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 3e-4}},
-    "searched-ce-w1-lr5-n01": {"init": "searched",
-                               "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "norm_lr": 0.1}},
+    "random-ce": {"init": "random", "train": {"kd": CE}},
+    "random-ce-b4": {"init": "random", "train": {"kd": CE, "batch_size": 4}},  # is the baseline's batch fair?
+    "searched-ce": {"init": "searched", "train": {"kd": CE}},
+    "searched-ce-rec": {"init": "searched", "reconstruct": True, "train": {"kd": CE}},
+    "searched-ce-w1": {"init": "searched", "train": {"kd": CE, "schedule": {"warmup": 0.01}}},
+    "searched-ce-w1-lr5": {"init": "searched", "train": {"kd": CE, **W1_LR5}},
+    "searched-ce-w1-lr3": {"init": "searched", "train": {"kd": CE, "schedule": {"warmup": 0.01},
+                                                         "optim": {"lr": 3e-4}}},
+    "searched-ce-w1-lr5-n01": {"init": "searched", "train": {"kd": CE, "schedule": {"warmup": 0.01},
+                                                             "optim": {"lr": 5e-4, "norm_lr": 0.1}}},
     "searched-kd": {"init": "searched", "train": {}},
-    "searched-kd-w1-lr5": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4}},
-    "searched-kd-w1-lr5-early": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03}},
+    "searched-kd-w1-lr5": {"init": "searched", "train": W1_LR5},
+    "searched-kd-w1-lr5-early": {"init": "searched", "train": {**W1_LR5, "kd": {"until": 0.03}}},
     # A schedule sized to the head start: the whole schedule spans `horizon` of the budget (then the run
     # ends), with the 10-step warmup and 5e-4 peak above and KD for its first ~30k tokens at 1M.
     "searched-kd-early-h16": {"init": "searched", "horizon": 1 / 16,
-                              "train": {"warmup": 10, "lr": 5e-4, "kd_until": 0.5}},
+                              "train": {"schedule": {"warmup": 10}, "optim": {"lr": 5e-4}, "kd": {"until": 0.5}}},
     "searched-kd-early-h16-b4": {"init": "searched", "horizon": 1 / 16,  # half the batch: twice the steps
-                                 "train": {"warmup": 20, "lr": 5e-4, "kd_until": 0.5, "batch_size": 4}},
-    "searched-ce-w1-lr5-b4": {"init": "searched", "train": {"kd": "none", "warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
-    "searched-kd-w1-lr5-b4": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
+                                 "train": {"schedule": {"warmup": 20}, "optim": {"lr": 5e-4}, "kd": {"until": 0.5},
+                                           "batch_size": 4}},
+    "searched-ce-w1-lr5-b4": {"init": "searched", "train": {"kd": CE, **W1_LR5, "batch_size": 4}},
+    "searched-kd-w1-lr5-b4": {"init": "searched", "train": {**W1_LR5, "batch_size": 4}},
     "searched-kd-w1-lr5-b4-hidden": {"init": "searched",
-                                     "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4, "hidden_weight": 1.0}},
+                                     "train": {**W1_LR5, "batch_size": 4, "hidden": {"weight": 1.0}}},
     "searched-kd-w1-lr5-early-b4": {"init": "searched",
-                                    "train": {"warmup": 0.01, "lr": 5e-4, "kd_until": 0.03, "batch_size": 4}},
+                                    "train": {**W1_LR5, "kd": {"until": 0.03}, "batch_size": 4}},
     # alpha (the weight of CE) around the default 0.5
-    "searched-kd-w1-lr5-b4-a2": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4,
-                                                               "alpha": 0.2}},
-    "searched-kd-w1-lr5-b4-a8": {"init": "searched", "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4,
-                                                               "alpha": 0.8}},
+    "searched-kd-w1-lr5-b4-a2": {"init": "searched", "train": {**W1_LR5, "batch_size": 4, "kd": {"alpha": 0.2}}},
+    "searched-kd-w1-lr5-b4-a8": {"init": "searched", "train": {**W1_LR5, "batch_size": 4, "kd": {"alpha": 0.8}}},
     # KD from the teacher's top-64 log-probs, cached once per seed (`headstart cache-logits --tokens`) for
     # the first `cache` tokens the seed's runs draw, then CE: one cache serves the seed's runs at every budget
-    "searched-kd-w1-lr5-b4-cache": {"init": "searched", "cache": 32_768,
-                                    "train": {"warmup": 0.01, "lr": 5e-4, "batch_size": 4}},
+    "searched-kd-w1-lr5-b4-cache": {"init": "searched", "cache": 32_768, "train": {**W1_LR5, "batch_size": 4}},
     "searched-kd-rec": {"init": "searched", "reconstruct": True, "train": {}},
-    "searched-kd-hidden": {"init": "searched", "train": {"hidden_weight": 1.0}},
-    "searched-kd-early": {"init": "searched", "train": {"kd_until": 0.05}},
-    "searched-kd-wsd": {"init": "searched", "train": {"schedule": "wsd"}},
-    "searched-kd-t2": {"init": "searched", "train": {"temperature": 2.0}},
+    "searched-kd-hidden": {"init": "searched", "train": {"hidden": {"weight": 1.0}}},
+    "searched-kd-early": {"init": "searched", "train": {"kd": {"until": 0.05}}},
+    "searched-kd-wsd": {"init": "searched", "train": {"schedule": {"name": "wsd"}}},
+    "searched-kd-t2": {"init": "searched", "train": {"kd": {"temperature": 2.0}}},
 }
 
 
@@ -133,9 +133,9 @@ def seed_pipeline(args: argparse.Namespace, seed: int) -> Pipeline:
     data = yaml.safe_load(Path(args.recipe).read_text()) if args.recipe else demo_recipe()
     data.update(out=str(args.out / f"seed{seed}"), seed=seed)
     if args.evaluations:
-        data["search"]["evaluations"] = args.evaluations
+        data["search"].setdefault("evolution", {})["evaluations"] = args.evaluations
     if args.rungs is not None:
-        data["search"]["rungs"] = args.rungs
+        data["search"].setdefault("rungs", {})["count"] = args.rungs
     data.setdefault("compare", {}).update(runs=["random-ce", "searched-kd"], baseline="random-ce")
     pipe = Pipeline(load_recipe(data, where="the token-efficiency recipe"), say=lambda m: print(m, flush=True))
     pipe.run(only="search")
@@ -146,7 +146,7 @@ def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[
     """The searched student of ``label`` extracted with reconstructed weights (made once) from the teacher's
     or (``inputs="student"``, the extract defaults' passes) the student's own inputs; its stats."""
     from headstart.calibration import calibration_tokens
-    from headstart.configs import ExtractConfig
+    from headstart.config import ReconstructConfig
     from headstart.extraction import build_student, export
     from headstart.reconstruct import reconstruct
     from headstart.spec import SubnetSpec
@@ -159,7 +159,7 @@ def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[
         tokens = calibration_tokens(str(pipe.out / "data"), teacher.tokenizer, *CALIB, seed=pipe.recipe.seed)
         student = build_student(teacher, spec)
         t0 = time.time()
-        stats = reconstruct(teacher, spec, student, tokens, **ExtractConfig(reconstruct_inputs=inputs).reconstruction())
+        stats = reconstruct(teacher, spec, student, tokens, **ReconstructConfig(inputs=inputs).arguments())
         export(teacher, spec, out, student=student, metadata={"reconstruction": stats})
         _write_json(stats_file, {**stats, "wall_s": time.time() - t0})
     return out, json.loads(stats_file.read_text())
@@ -168,50 +168,52 @@ def reconstructed(pipe: Pipeline, label: str, inputs: str = "teacher") -> tuple[
 def teacher_cache(pipe: Pipeline, tokens: int) -> tuple[Path, float]:
     """The seed's top-k teacher cache of the windows its runs draw in their first ``tokens`` tokens
     (``OUT/seed<S>/teacher-cache-<tokens>``, built once) and the teacher FLOPs that built it."""
-    from headstart.commands import cache_logits
-    from headstart.configs import CacheLogitsConfig
+    from headstart.config import CacheConfig, CachePaths
+    from headstart.training import cache_stage
 
     path, recipe = pipe.out / f"teacher-cache-{tokens}", pipe.recipe
     if not path.is_dir():
-        cache_logits.run(build(CacheLogitsConfig, {
-            "teacher": recipe.teacher, "data": str(pipe.out / "data"), "out": str(path), "k": CACHE_K,
-            "seq_len": recipe.train.seq_len, "tokens": tokens, "seed": recipe.train.seed,
-            "dtype": recipe.train.dtype, "progress": False}, where="the teacher cache"))
+        cache_stage.run(CachePaths(teacher=recipe.teacher, data=str(pipe.out / "data"), out=str(path)),
+                        CacheConfig(k=CACHE_K, seq_len=recipe.train.seq_len, tokens=tokens, seed=recipe.train.seed,
+                                    dtype=recipe.train.runtime.dtype))
     windows = json.loads((path / "cache.json").read_text())["windows"]
     teacher_fpt = json.loads((pipe.out / "search" / "teacher.json").read_text())["flops_per_token"]
     return path, windows * recipe.train.seq_len * teacher_fpt
 
 
 def train_config(pipe: Pipeline, args: argparse.Namespace, name: str, budget: int, student: str,
-                 target: float | None, run_dir: Path) -> TrainConfig:
-    """The training options of run ``name``: the recipe's train section, the variant's changes, the budget."""
+                 target: float | None, run_dir: Path) -> tuple[TrainPaths, TrainConfig]:
+    """The paths and training options of run ``name``: the recipe's train section, the variant's changes, the
+    budget."""
     from headstart.training.checkpoint import latest_checkpoint
 
     recipe = pipe.recipe
-    values = {**dataclasses.asdict(recipe.train), **VARIANTS[name]["train"]}
+    values = merge(dataclasses.asdict(recipe.train), VARIANTS[name]["train"])
     tokens = int(round(budget * VARIANTS[name].get("horizon", 1.0)))
     steps = tokens // (values["batch_size"] * values["seq_len"])
+    cache = None
     if "cache" in VARIANTS[name]:  # distil while the cache lasts
-        values.update(teacher_cache=str(teacher_cache(pipe, VARIANTS[name]["cache"])[0]),
-                      kd_until=min(1.0, VARIANTS[name]["cache"] / tokens))
+        cache = str(teacher_cache(pipe, VARIANTS[name]["cache"])[0])
+        values["kd"]["until"] = min(1.0, VARIANTS[name]["cache"] / tokens)
     baseline = name == "random-ce"
-    values.update(tokens=tokens, student=student, teacher=recipe.teacher, data=str(pipe.out / "data"),
-                  out=str(run_dir), eval_windows=args.val_windows, eval_seed=0, progress=False,
-                  eval_every=max(1, steps // args.baseline_evals) if baseline else args.eval_every,
-                  save_every=max(1, steps // 10), target_loss=None if baseline or args.full else target,
-                  resume=latest_checkpoint(run_dir) is not None)
-    return build(TrainConfig, values, where=f"run {name}")
+    values.update(tokens=tokens)
+    values["validation"].update(windows=args.val_windows, seed=0, target_loss=None if baseline or args.full else target,
+                                every=max(1, steps // args.baseline_evals) if baseline else args.eval_every)
+    values["checkpoint"]["every"] = max(1, steps // 10)
+    paths = TrainPaths(student=student, teacher=recipe.teacher, data=str(pipe.out / "data"), out=str(run_dir),
+                       teacher_cache=cache, resume=latest_checkpoint(run_dir) is not None)
+    return paths, build(TrainConfig, values, where=f"run {name}")
 
 
-def initial_loss(pipe: Pipeline, cfg: TrainConfig) -> float:
+def initial_loss(pipe: Pipeline, paths: TrainPaths, cfg: TrainConfig) -> float:
     """Validation loss of the run's starting point on its validation windows."""
     from headstart.data import fixed_windows
     from headstart.evaluation import perplexity
-    from headstart.training.build import load_student
+    from headstart.training.student import load_student
 
-    student, _ = load_student(cfg.student, pipe.teacher, cfg.seed)
-    windows = fixed_windows(cfg.data, "val", cfg.seq_len, cfg.eval_windows, seed=cfg.val_seed())
-    return perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.dtype)["loss"]
+    student, _ = load_student(paths.student, pipe.teacher, cfg.seed)
+    windows = fixed_windows(paths.data, "val", cfg.seq_len, cfg.validation.windows, seed=cfg.val_seed())
+    return perplexity(student.eval(), windows, cfg.batch_size, dtype=cfg.runtime.dtype)["loss"]
 
 
 def start_losses(pipe: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
@@ -220,11 +222,12 @@ def start_losses(pipe: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
     seed, label = pipe.recipe.seed, pipe.labels[0]
     spec = pipe.out / "students" / label / "searched.yaml"
     rec = {inputs: reconstructed(pipe, label, inputs) for inputs in ("teacher", "student")}
-    cfg = train_config(pipe, args, "random-ce", 1024 * 1024, f"random:{spec}", None, args.out / "unused")
+    paths, cfg = train_config(pipe, args, "random-ce", 1024 * 1024, f"random:{spec}", None, args.out / "unused")
     starts = {"random": f"random:{spec}", "searched": str(spec), "searched-rec": str(rec["teacher"][0]),
               "searched-rec-student": str(rec["student"][0])}
-    losses = {name: initial_loss(pipe, dataclasses.replace(cfg, student=student)) for name, student in starts.items()}
-    result = {"seed": seed, "val_tokens": cfg.eval_windows * cfg.seq_len, "initial_loss": losses,
+    losses = {name: initial_loss(pipe, dataclasses.replace(paths, student=student), cfg)
+              for name, student in starts.items()}
+    result = {"seed": seed, "val_tokens": cfg.validation.windows * cfg.seq_len, "initial_loss": losses,
               "reconstruction": rec["teacher"][1], "reconstruction_student": rec["student"][1]}
     print(f"[starts seed {seed}] " + json.dumps(result), flush=True)
     return result
@@ -233,8 +236,7 @@ def start_losses(pipe: Pipeline, args: argparse.Namespace) -> dict[str, Any]:
 def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
             baseline: dict[str, Any] | None) -> dict[str, Any]:
     """Train run ``name`` at ``budget`` (unless its result exists) and return its result."""
-    from headstart.commands import train
-    from headstart.training.build import SUMMARY
+    from headstart.training import stage
 
     seed = pipe.recipe.seed
     result_file = args.out / "results" / str(budget) / f"seed{seed}" / f"{name}.json"
@@ -254,21 +256,22 @@ def run_one(pipe: Pipeline, args: argparse.Namespace, budget: int, name: str,
     if "cache" in variant:  # charged whole to every run; the summary also shares it among the seed's runs
         setup["teacher_cache"] = teacher_cache(pipe, variant["cache"])[1]
     run_dir = args.out / f"seed{seed}" / "runs" / str(budget) / name
-    cfg = train_config(pipe, args, name, budget, student, baseline["final_loss"] if baseline else None, run_dir)
-    if not cfg.resume:
+    paths, cfg = train_config(pipe, args, name, budget, student, baseline["final_loss"] if baseline else None,
+                              run_dir)
+    if not paths.resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "initial.json").is_file():
-        _write_json(run_dir / "initial.json", {"tokens": 0, "val_loss": initial_loss(pipe, cfg)})
-    print(f"[{budget} seed {seed} {name}] training ({'resuming' if cfg.resume else 'fresh'})", flush=True)
+        _write_json(run_dir / "initial.json", {"tokens": 0, "val_loss": initial_loss(pipe, paths, cfg)})
+    print(f"[{budget} seed {seed} {name}] training ({'resuming' if paths.resume else 'fresh'})", flush=True)
     t0 = time.time()
-    summary = json.loads((train.run(cfg, teacher=pipe.teacher) / "student" / SUMMARY).read_text())
+    summary = stage.run(paths, cfg, teacher=pipe.teacher).summary
     curve = run_curve(run_dir, name, name, setup_flops=sum(setup.values()))
     result = {"run": name, "seed": seed, "budget": budget, "variant": variant, "setup_flops": setup,
               "initial_loss": curve.val_loss[0], "final_loss": curve.final_loss, "trained_tokens": summary["tokens"],
               "teacher_tokens": summary["teacher_tokens"], "tokens": curve.tokens, "flops": curve.flops,
               "val_loss": curve.val_loss, "wall_s": time.time() - t0, "target_loss": None,
-              "eval_every": cfg.eval_every, "val_tokens": cfg.eval_windows * cfg.seq_len}
+              "eval_every": cfg.validation.every, "val_tokens": cfg.validation.windows * cfg.seq_len}
     if baseline is not None:
         target = baseline["final_loss"]
         tok, flops = crossing(curve.tokens, curve.val_loss, target), crossing(curve.flops, curve.val_loss, target)

@@ -7,7 +7,7 @@ fields (validated the same way a YAML file or the flags are: ``{"tokens": "1M", 
 
 >>> import headstart
 >>> report = headstart.run("recipe.yaml")                                        # doctest: +SKIP
->>> student = headstart.training("runs/x/students/bin0-50M/searched.yaml", "runs/x/data", "runs/y",
+>>> student = headstart.train("runs/x/students/bin0-50M/searched.yaml", "runs/x/data", "runs/y",
 ...                           teacher="builtin:smollm2-135m", config={"tokens": 200_000})  # doctest: +SKIP
 """
 

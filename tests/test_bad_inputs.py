@@ -22,28 +22,31 @@ from train_support import one_thread  # noqa: F401 (autouse fixture)
 
 from headstart.cli import main
 
-TRAIN = "train --student {ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --batch-size 2 --kd none --no-progress"
-SEARCH = "search --teacher {T} --data {D} --out {NEW} --params 40k --seq-len 16 --windows 2 --calibration-windows 2"
+TRAIN = "train --student {ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --batch-size 2 --kd.kind none " \
+        "--no-progress"
+SEARCH = "search --teacher {T} --data {D} --out {NEW} --params 40k --seq-len 16 --fitness.windows 2 " \
+         "--fitness.calibration-windows 2"
 CACHE = "cache-logits --teacher {T} --data {D} --out {NEW} --seq-len 16 --no-progress"
 EVAL = "eval {ST} --text {TXT} --seq-len 16 --windows 2"
 EXTRACT = "extract --teacher {T} --out {NEW}"
+RETRAIN = "train --student {ST} --data {D} --out {RUN} --tokens 64 --seq-len 16 --batch-size 2 --kd.kind none"
 
 CASES = [
     # prepare
     ("prepare {MISSING}/a.txt --tokenizer {T} --out {NEW} --workers 1", "does not exist"),
     ("prepare {TXT} --out {NEW}", "--tokenizer is required"),
     ("prepare {TXT} --tokenizer {T} --out {FILE} --workers 1", "is a file"),
-    ("prepare {TXT} --tokenizer {T} --out {NEW} --workers -1", "--workers"),
+    ("prepare {TXT} --tokenizer {T} --out {NEW} --workers -1", "workers must be at least 1"),
     ("prepare {TXT} --tokenizer {T} --out {NEW} --split-fractions 0.5,0.6,0.1", "split"),
-    ("prepare {TXT} --tokenizer {T} --out {NEW} --val-frac -1", "--val-frac"),
-    ("prepare {TXT} --tokenizer {T} --out {NEW} --shard-tokens 0", "--shard-tokens"),
+    ("prepare {TXT} --tokenizer {T} --out {NEW} --val-frac -1", "val_frac must be at least 0"),
+    ("prepare {TXT} --tokenizer {T} --out {NEW} --shard-tokens 0", "shard_tokens must be at least 1024"),
     ("prepare {TXT} --tokenizer {MISSING} --out {NEW} --workers 1", "does not exist"),
     ("prepare {TXT} --tokenizer {T} --out {NEW} --builtin bogus", "not one of shakespeare"),
     ("prepare {EMPTY} --tokenizer {T} --out {NEW} --workers 1", "empty"),
     ("prepare {CORPUS} {TXT2} --tokenizer {T} --out {D} --workers 1", "--overwrite"),
     # extract
     (EXTRACT + " --spec {MISSING}/spec.yaml", "does not exist"),
-    (EXTRACT + " --mlp 0", "--mlp"),
+    (EXTRACT + " --mlp 0", "mlp must be at least 1"),
     (EXTRACT + " --mlp 100000", "larger than the teacher's"),
     ("extract --teacher {MISSING} --out {NEW} --mlp 8", "{MISSING}"),
     ("extract --teacher {TXT} --out {NEW} --mlp 8", "not a .gguf"),
@@ -52,58 +55,56 @@ CASES = [
     ("extract --teacher {T} --out {ST} --mlp 8", "already exists"),
     (EXTRACT + " --spec {GARBAGE_YAML}", "not valid YAML"),
     (EXTRACT + " --spec {SPEC_OUT_OF_RANGE}", "out of range"),
-    (EXTRACT + " --mode bogus", "mode 'bogus' is not one of"),
-    (EXTRACT + " --calib-samples 0", "--calib-samples"),
+    (EXTRACT + " --order bogus", "order 'bogus' is not one of"),
+    (EXTRACT + " --calib-samples 0", "calib_samples must be at least 1"),
     (EXTRACT + " --weights-dtype bogus", "weights_dtype 'bogus' is not one of"),
     # search
-    (SEARCH + " --evaluations 0", "--evaluations"),
-    (SEARCH + " --population 0", "--population"),
-    (SEARCH + " --time-limit -1", "--time-limit"),
-    ("search --teacher {T} --data {D} --out {NEW} --params abc", "parameter budget 'abc'"),
-    (SEARCH + " --windows 0", "--windows"),
-    (SEARCH + " --batch-size 0", "--batch-size"),
-    (SEARCH + " --tolerance -0.1", "--tolerance"),
-    (SEARCH + " --calibration-windows -1", "--calibration-windows"),
+    (SEARCH + " --evolution.evaluations 0", "evolution.evaluations must be at least 1"),
+    (SEARCH + " --evolution.population 0", "evolution.population must be at least 2"),
+    (SEARCH + " --evolution.time-limit -1", "evolution.time_limit must be above 0"),
+    ("search --teacher {T} --data {D} --out {NEW} --params abc", "cannot read the budget 'abc'"),
+    (SEARCH + " --fitness.windows 0", "fitness.windows must be at least 1"),
+    (SEARCH + " --batch-size 0", "batch_size must be at least 1"),
+    (SEARCH + " --tolerance -0.1", "tolerance must be at least 0"),
+    (SEARCH + " --fitness.calibration-windows -1", "fitness.calibration_windows must be at least 1"),
     ("search --teacher {T} --data {D} --out {NEW} --params 40k --seq-len 100000", "max_position_embeddings"),
     ("search --teacher {T} --data {MISSING} --out {NEW} --params 40k", "{MISSING}"),
     ("search --teacher {T} --data {D} --out {FILE} --params 40k --seq-len 16", "is a file"),
-    (SEARCH + " --space {MISSING}/space.yaml", "space"),
-    (SEARCH + " --space {SPACE_UNKNOWN_KEY}", "bogus"),
+    (SEARCH + " --space.file {MISSING}/space.yaml", "space"),
+    (SEARCH + " --space.file {SPACE_UNKNOWN_KEY}", "bogus"),
     (SEARCH + " --device cuda", "CUDA"),
-    (SEARCH + " --device bogus", "--device"),
+    (SEARCH + " --device bogus", "device 'bogus' is not a device"),
     # train
-    (TRAIN + " --tokens 0", "--tokens"),
+    (TRAIN + " --tokens 0", "tokens must be at least 1"),
     (TRAIN + " --tokens lots", "tokens must be an integer"),
-    (TRAIN + " --lr -1", "--lr"),
-    (TRAIN + " --grad-accum 0", "--grad-accum"),
-    (TRAIN + " --alpha 2", "--alpha"),
-    (TRAIN + " --temperature 0", "--temperature"),
-    (TRAIN + " --eval-windows -1", "--eval-windows"),
-    (TRAIN + " --dtype bogus", "dtype 'bogus' is not one of"),
+    (TRAIN + " --optim.lr -1", "optim.lr must be above 0"),
+    (TRAIN + " --optim.grad-accum 0", "optim.grad_accum must be at least 1"),
+    (TRAIN + " --kd.alpha 2", "kd.alpha must be at most 1"),
+    (TRAIN + " --kd.temperature 0", "kd.temperature must be above 0"),
+    (TRAIN + " --validation.windows -1", "validation.windows must be at least 0"),
+    (TRAIN + " --runtime.dtype bogus", "runtime.dtype 'bogus' is not one of"),
     (TRAIN + " --seq-len 100000", "max_position_embeddings"),
-    ("train --student {MISSING} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd none", "{MISSING}"),
-    ("train --student {GARBAGE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd none", "could not load"),
-    ("train --student {PICKLE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd none", "could not load"),
-    ("train --student {ST} --data {MISSING} --out {NEW} --tokens 64 --seq-len 16 --kd none", "{MISSING}"),
-    ("train --student {ST} --data {D_NO_VAL} --out {NEW} --tokens 64 --seq-len 16 --kd none", "val"),
-    ("train --student {ST} --data {D} --out {RUN} --tokens 64 --seq-len 16 --batch-size 2 --kd none --lr 0.5",
-     "--resume"),
-    ("train --student {ST} --data {D} --out {RUN} --tokens 64 --seq-len 16 --batch-size 2 --kd none --lr 0.5 --resume",
-     "lr"),
-    (TRAIN + " --kd forward", "--teacher"),
+    ("train --student {MISSING} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "{MISSING}"),
+    ("train --student {GARBAGE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "could not load"),
+    ("train --student {PICKLE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "could not load"),
+    ("train --student {ST} --data {MISSING} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "{MISSING}"),
+    ("train --student {ST} --data {D_NO_VAL} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "val"),
+    (RETRAIN + " --optim.lr 0.5", "--resume"),
+    (RETRAIN + " --optim.lr 0.5 --resume", "optim.lr"),
+    (TRAIN + " --kd.kind forward", "--teacher"),
     (TRAIN + " --teacher {T} --teacher-cache {MISSING}", "{MISSING}"),
-    (TRAIN + " --wandb proj", "wandb"),
-    ("train --student {ST} --data {D} --out {FILE} --tokens 64 --seq-len 16 --kd none", "is a file"),
+    (TRAIN + " --logging.wandb proj", "wandb"),
+    ("train --student {ST} --data {D} --out {FILE} --tokens 64 --seq-len 16 --kd.kind none", "is a file"),
     # cache-logits
-    (CACHE + " --tokens 0", "--tokens"),
-    (CACHE + " --k 0", "--k"),
+    (CACHE + " --tokens 0", "tokens must be at least 1"),
+    (CACHE + " --k 0", "k must be at least 1"),
     (CACHE + " --split bogus", "split"),
     ("cache-logits --teacher {T} --data {D} --out {FILE} --seq-len 16", "is a file"),
     ("cache-logits --teacher {T} --data {D} --out {NEW} --seq-len 100000", "max_position_embeddings"),
     # eval
     ("eval {MISSING}", "{MISSING}"),
     ("eval {ST} --text {MISSING}/t.txt", "does not exist"),
-    (EVAL + " --batch-size 0", "--batch-size"),
+    (EVAL + " --batch-size 0", "batch_size must be at least 1"),
     (EVAL + " --json {MISSING}/r.json", "{MISSING}"),
     (EVAL + " --json {DIR}", "is a directory"),
     ("eval {GARBAGE_ST} --text {TXT} --seq-len 16", "could not load"),
@@ -113,26 +114,26 @@ CASES = [
     ("eval {ST} --text {TXT} --seq-len 100000", "max_position_embeddings"),
     # inspect
     ("inspect {MISSING}", "{MISSING}"),
-    ("inspect {T} --seq-len -100000", "--seq-len"),
+    ("inspect {T} --seq-len -100000", "seq_len must be at least 1"),
     ("inspect {TXT}", "not a .gguf"),
     ("inspect {REMOTE_CODE}", "could not load"),
     ("eval {REMOTE_CODE} --text {TXT} --seq-len 16", "could not load"),
     # recipes and config files
     ("run --config {MISSING}/recipe.yaml", "does not exist"),
     ("run --config {RECIPE_TOKENS}", "train.tokens"),
-    ("run --config {RECIPE_INPUTS_STRING}", "data.inputs"),
+    ("run --config {RECIPE_INPUTS_STRING}", "corpus must be a list of strings"),
     ("run --config {RECIPE_UNKNOWN}", "bogus"),
     ("run --config {RECIPE_SEED}", "seed"),
-    ("run --config {RECIPE_EVAL_WINDOWS}", "eval: --windows 0"),
+    ("run --config {RECIPE_EVAL_WINDOWS}", "eval.windows must be at least 1"),
     ("run --config {GARBAGE_YAML}", "YAML"),
-    ("demo --evaluations -1", "evaluations"),
+    ("demo --search.evolution.evaluations -1", "search.evolution.evaluations must be at least 1"),
     ("train --config {TRAIN_SEED_ABC}", "seed"),
     ("train --config {GARBAGE_YAML}", "YAML"),
 ]
 
 
 def _write_recipe(path: Path, ws: dict[str, str], **override) -> str:
-    recipe = {"teacher": ws["T"], "out": ws["NEW"], "data": {"inputs": [ws["TXT"]]}, "search": {"params": "40k"},
+    recipe = {"teacher": ws["T"], "out": ws["NEW"], "corpus": [ws["TXT"]], "search": {"params": "40k"},
               "train": {"tokens": 64}}
     for section, values in override.items():
         recipe[section] = values if not isinstance(values, dict) else {**recipe.get(section, {}), **values}
@@ -193,11 +194,12 @@ def workspace(tmp_path_factory):
     ws["REMOTE_CODE"] = str(remote)
     ws["RUN"] = str(root / "run")
     assert main(["train", "--student", ws["ST"], "--data", ws["D"], "--out", ws["RUN"], "--tokens", "64",
-                 "--seq-len", "16", "--batch-size", "2", "--eval-windows", "2", "--kd", "none", "--no-progress"]) == 0
+                 "--seq-len", "16", "--batch-size", "2", "--validation.windows", "2", "--kd.kind", "none",
+                 "--no-progress"]) == 0
     (root / "space.yaml").write_text(yaml.safe_dump({"bogus": 1}))
     ws["SPACE_UNKNOWN_KEY"] = str(root / "space.yaml")
     ws["RECIPE_TOKENS"] = _write_recipe(root / "r1.yaml", ws, train={"tokens": "lots"})
-    ws["RECIPE_INPUTS_STRING"] = _write_recipe(root / "r2.yaml", ws, data={"inputs": ws["TXT"]})
+    ws["RECIPE_INPUTS_STRING"] = _write_recipe(root / "r2.yaml", ws, corpus=ws["TXT"])
     ws["RECIPE_UNKNOWN"] = _write_recipe(root / "r3.yaml", ws, search={"bogus": 1})
     ws["RECIPE_SEED"] = _write_recipe(root / "r4.yaml", ws, seed="abc")
     ws["RECIPE_EVAL_WINDOWS"] = _write_recipe(root / "r5.yaml", ws, eval={"windows": 0})

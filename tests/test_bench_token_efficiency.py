@@ -163,11 +163,19 @@ def test_a_baseline_is_rebuilt_from_an_earlier_summary(bench):
 def test_a_horizon_variant_spans_its_fraction_of_the_budget(bench, tmp_path):
     from types import SimpleNamespace
 
-    from headstart.training.config import TrainConfig
+    from headstart.config import TrainConfig
 
-    train = TrainConfig(student="s", data="d", out="o", teacher="t", batch_size=8, seq_len=128, lr=1e-3)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "spec.yaml").write_text("{}\n")
+    train = TrainConfig(batch_size=8, seq_len=128, optim={"lr": 1e-3})
     pipe = SimpleNamespace(recipe=SimpleNamespace(train=train, teacher="t"), out=tmp_path)
     args = argparse.Namespace(val_windows=128, baseline_evals=8, eval_every=8, full=False)
-    cfg = bench.train_config(pipe, args, "searched-kd-early-h16", 1_000_000, "spec.yaml", 4.6, tmp_path / "run")
-    assert cfg.tokens == 62_500 and cfg.kd_until == 0.5 and cfg.lr == 5e-4 and cfg.target_loss == 4.6
-    assert bench.train_config(pipe, args, "random-ce", 1_000_000, "r", None, tmp_path / "b").tokens == 1_000_000
+    paths, cfg = bench.train_config(pipe, args, "searched-kd-early-h16", 1_000_000, str(tmp_path / "spec.yaml"), 4.6,
+                                    tmp_path / "run")
+    assert cfg.tokens == 62_500 and cfg.kd.until == 0.5 and cfg.optim.lr == 5e-4
+    assert cfg.validation.target_loss == 4.6 and cfg.schedule.warmup == 10 and cfg.kd.kind == "forward"
+    assert (paths.student, paths.data, paths.out, paths.resume) == (
+        str(tmp_path / "spec.yaml"), str(tmp_path / "data"), str(tmp_path / "run"), False)
+    paths, cfg = bench.train_config(pipe, args, "random-ce", 1_000_000, "random:r", None, tmp_path / "b")
+    assert cfg.tokens == 1_000_000 and cfg.kd.kind == "none" and cfg.validation.target_loss is None
+    assert cfg.validation.every == 1_000_000 // (8 * 128) // 8  # the baseline validates baseline_evals times

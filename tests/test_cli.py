@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from headstart.cli import COMMANDS, MALLOC_ENV, config_class, main
-from headstart.config import build
-from headstart.recipe import load_recipe
+from headstart import __version__
+from headstart.cli import MALLOC_ENV, load, main
+from headstart.cli.commands import COMMANDS, build_parser, resolve
+from headstart.config import build, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,30 +46,43 @@ def test_every_shipped_recipe_and_readme_recipe_loads():
         load_recipe(data, "README.md")
 
 
-def test_config_file_and_flags_fill_the_same_dataclass(tmp_path):
+def test_config_file_and_flags_fill_the_same_dataclass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.yaml").write_text("{}\n")
+    (tmp_path / "d").mkdir()
     cfg = tmp_path / "train.yaml"
-    cfg.write_text("student: s.yaml\ndata: d\nout: o\nteacher: t\ntokens: 1e6\nseq-len: 128\nkd: none\n")
-    from headstart.cli import build_parser, load_config
-
-    args = build_parser().parse_args(["train", "--config", str(cfg), "--seq-len", "64", "--lr", "3e-4"])
-    train = load_config("train", args)
-    assert (train.tokens, train.seq_len, train.lr, train.kd) == (1_000_000, 64, 3e-4, "none")
+    cfg.write_text("student: s.yaml\ndata: d\nout: o\nteacher: t\ntokens: 1e6\nseq-len: 128\nkd: {kind: none}\n"
+                   "optim: {weight-decay: 0.0}\n")
+    args = build_parser(__version__).parse_args(["train", "--config", str(cfg), "--seq-len", "64",
+                                                 "--optim.lr", "3e-4"])
+    paths, train = load("train", args)
+    assert (paths.student, paths.data, paths.out, paths.teacher) == ("s.yaml", "d", "o", "t")
+    assert (train.tokens, train.seq_len, train.optim.lr, train.kd.kind) == (1_000_000, 64, 3e-4, "none")
+    assert train.optim.weight_decay == 0.0  # a file's section and a flag of the same section merge
 
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "d", "--out", "o"], "--student is required"),
-    (["train", "--student", "s", "--data", "d", "--out", "o", "--tokens", "lots"], "tokens must be an integer"),
-    (["train", "--student", "s", "--data", "d", "--out", "o", "--kd", "fwd"], "kd 'fwd' is not one of"),
-    (["search", "--teacher", "t", "--data", "d", "--out", "o", "--params", "1M", "--population", "1"],
-     "--population 1 must be at least 2"),
+    (["train", "--student", "s.yaml", "--data", "d", "--out", "o", "--tokens", "lots"], "tokens must be an integer"),
+    (["train", "--student", "s.yaml", "--data", "d", "--out", "o", "--kd.kind", "fwd"], "kd.kind 'fwd' is not one of"),
+    (["train", "--student", "missing.yaml", "--data", "d", "--out", "o"], "student missing.yaml does not exist"),
+    (["search", "--teacher", "t", "--data", "d", "--out", "o", "--params", "1M", "--evolution.population", "1"],
+     "evolution.population must be at least 2, got 1"),
     (["search", "--teacher", "t", "--data", "d", "--out", "o", "--params", "1M", "--device", "bogus"],
-     "--device 'bogus' is not a device"),
+     "device 'bogus' is not a device"),
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
-    (["eval", "ckpt", "--data", "d", "--text", "t"], "either --data or --text"),
-    (["extract", "--teacher", "t", "--out", "o", "--spec", "s", "--mlp", "3"], "either --spec or plain sizes"),
-    (["inspect"], "--teacher is required"),
+    (["train", "--student", "s.yaml", "--data", "d", "--out", "o", "--optim.l", "1"], "did you mean --optim.lr?"),
+    (["eval", "ckpt", "--data", "d", "--text", "t.txt"], "either --data or --text"),
+    (["extract", "--teacher", "t", "--out", "o", "--spec", "s.yaml", "--mlp", "3"], "either --spec or plain sizes"),
+    (["inspect"], "TEACHER is required"),
+    (["demo", "--config", "x.yaml"], "unrecognized arguments: --config x.yaml"),
 ])
-def test_bad_flags_give_one_line(argv, message, capsys):
+def test_bad_flags_give_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # paths are checked before any work: give the ones that should exist
+    (tmp_path / "s.yaml").write_text("{}\n")
+    (tmp_path / "t.txt").write_text("text\n")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "ckpt").mkdir()
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
@@ -106,17 +120,44 @@ def test_print_recipe_into_a_closed_pipe_is_quiet(tmp_path):
 
 
 def test_recipe_flags_override_sections():
-    from headstart.cli import build_parser, load_config
-
-    args = build_parser().parse_args(["demo", "--train.tokens", "2048", "--search.evaluations", "3", "--out", "x"])
-    recipe = load_config("demo", args)
-    assert (recipe.train.tokens, recipe.search.evaluations, recipe.out) == (2048, 3, "x")
-    assert recipe.train.kd == "forward"  # the rest is the embedded recipe's
+    args = build_parser(__version__).parse_args(["demo", "--train.tokens", "2048", "--search.evolution.evaluations",
+                                                 "3", "--train.optim.lr", "2e-3", "--out", "x"])
+    paths, recipe = load("demo", args)
+    assert paths is None
+    assert (recipe.train.tokens, recipe.search.evolution.evaluations, recipe.train.optim.lr, recipe.out) == (
+        2048, 3, 2e-3, "x")
+    assert recipe.train.kd.kind == "forward"  # the rest is the embedded recipe's
+    assert recipe.search.evolution.population == 6 and recipe.train.schedule.warmup == 0.1
 
 
 def test_every_config_builds_from_its_defaults():
-    for command in COMMANDS:
-        build(config_class(command), {"search": {"params": "1M"}} if COMMANDS[command].recipe else {})
+    for cmd in COMMANDS.values():
+        build(resolve(cmd.options), {"search": {"params": "1M"}} if cmd.recipe else {})
+
+
+def test_print_config_shows_the_resolved_options_and_runs_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "s.yaml").write_text("{}\n")
+    assert main(["train", "--student", "s.yaml", "--data", "d", "--out", "o", "--optim.lr", "2e-3",
+                 "--print-config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert (shown["student"], shown["out"], shown["optim"]["lr"], shown["kd"]["kind"]) == ("s.yaml", "o", 2e-3,
+                                                                                           "forward")
+    assert not (tmp_path / "o").exists()
+
+
+def test_version_and_underscored_flags(capsys, tmp_path, monkeypatch):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"headstart {__version__}"
+    args = build_parser(__version__).parse_args(["demo", "--train.optim.weight-decay", "0.2"])
+    assert load("demo", args)[1].train.optim.weight_decay == 0.2
+    from headstart.config.flags import normalize_argv
+
+    argv = normalize_argv(["demo", "--train.optim.weight_decay", "0.3"])
+    assert load("demo", build_parser(__version__).parse_args(argv))[1].train.optim.weight_decay == 0.3
+    assert main(["demo", "--train.tok", "1"]) == 2  # no abbreviations
+    assert "unrecognized arguments: --train.tok" in capsys.readouterr().err
 
 
 def test_a_headstart_folder_in_the_working_directory_is_never_imported(tmp_path):
@@ -131,7 +172,7 @@ def test_a_headstart_folder_in_the_working_directory_is_never_imported(tmp_path)
                "from headstart.cli import main; sys.exit(main())"
     env = {k: v for k, v in os.environ.items() if k not in ("HEADSTART_NO_REEXEC", *MALLOC_ENV)}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    proc = subprocess.run([sys.executable, "-c", launcher, "train", "--student", "s", "--data", "d", "--out", "o",
+    proc = subprocess.run([sys.executable, "-c", launcher, "train", "--student", "s", "--data", ".", "--out", "o",
                            "--tokens", "lots"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "tokens must be an integer" in proc.stderr

@@ -35,7 +35,7 @@ def test_extract_from_sizes_in_both_modes(tiny_teacher_dirs, tmp_path):
         out = tmp_path / mode
         code = main(["extract", "--teacher", str(tiny_teacher_dirs["smollm2"]), "--out", str(out),
                      "--layers", "3", "--hidden", "32", "--mlp", "48", "--heads-per-group", "1",
-                     "--mode", mode, "--calib", str(calib), "--calib-samples", "4", "--calib-seq-len", "32"])
+                     "--order", mode, "--calib", str(calib), "--calib-samples", "4", "--calib-seq-len", "32"])
         assert code == 0
         spec = load_spec_of(out)
         assert spec.sizes()["hidden_size"] == 32 and spec.num_hidden_layers == 3
@@ -73,7 +73,7 @@ def test_extract_bad_specs(tiny_teacher_dirs, tmp_path, capsys, args, message):
                        "mlp: [[0], [0]]\n")
         args = ["--spec", str(bad)]
     out = tmp_path / "out"
-    code = main(["extract", "--teacher", str(tiny_teacher_dirs["llama"]), "--out", str(out), "--mode", "first-k",
+    code = main(["extract", "--teacher", str(tiny_teacher_dirs["llama"]), "--out", str(out), "--order", "first-k",
                  *args])
     assert code == 2
     line = _err_line(capsys)
@@ -85,7 +85,7 @@ def test_extract_refuses_existing_output(tiny_teacher_dirs, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code = main(["extract", "--teacher", str(tiny_teacher_dirs["llama"]), "--out", str(out), "--mode", "first-k"])
+    code = main(["extract", "--teacher", str(tiny_teacher_dirs["llama"]), "--out", str(out), "--order", "first-k"])
     assert code == 2 and "already exists" in _err_line(capsys)
     assert (out / "keep.txt").read_text() == "mine"
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from headstart.cli import main
-from headstart.recipe import DEFAULT_RUNS as RUNS
+from headstart.config.recipe import DEFAULT_RUNS as RUNS
 
 pytestmark = pytest.mark.slow
 
@@ -18,9 +18,10 @@ def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch
     monkeypatch.setenv("HEADSTART_NO_REEXEC", "1")
     out = tmp_path / "demo"
     # the demo's every stage, each as small as it goes (rungs: tests/test_search_cli.py), so the suite stays short
-    assert main(["demo", "--out", str(out), "--search.evaluations", "3", "--search.windows", "4",
-                 "--search.rungs", "0", "--train.tokens", "1024", "--train.batch-size", "4",
-                 "--train.eval-windows", "4", "--eval.windows", "4", "--eval.max-new-tokens", "8"]) == 0
+    assert main(["demo", "--out", str(out), "--search.evolution.evaluations", "3", "--search.fitness.windows", "4",
+                 "--search.rungs.count", "0", "--train.tokens", "1024", "--train.batch-size", "4",
+                 "--train.validation.windows", "4", "--eval.windows", "4", "--eval.max-new-tokens", "8",
+                 "--no-progress"]) == 0
     report = out / "report"
     printed = capsys.readouterr().out
     assert f"report: {report / 'report.md'}" in printed

@@ -105,7 +105,7 @@ def test_export_ships_per_layer_config_and_loads_with_headstart_alone(exports):
     assert adapter.counts(seq_len=64).flops_per_token == teacher.adapter.counts(spec.shape, 64).flops_per_token
     with pytest.raises(SpecError, match="not supported yet"):
         adapter.validate(full(adapter.dims))
-    from headstart.commands.inspect_ import describe_teacher
+    from headstart.describe import describe_teacher
     from headstart.teacher import load_teacher
 
     info = describe_teacher(load_teacher(out))
@@ -133,8 +133,8 @@ def test_round_trip_spec_export_train_export_with_cached_logits_and_resume(tmp_p
     assert main(["cache-logits", "--teacher", str(teacher_dir), "--data", str(data), "--out", str(cache),
                  "--seq-len", "16", "--k", "8", "--dtype", "float32", "--no-progress"]) == 0
     train = ["train", "--teacher-cache", str(cache), "--student", str(student), "--data", str(data),
-             "--tokens", str(4 * 2 * 16), "--seq-len", "16", "--batch-size", "2", "--save-every", "2",
-             "--dtype", "float32", "--no-progress", "--eval-windows", "2"]
+             "--tokens", str(4 * 2 * 16), "--seq-len", "16", "--batch-size", "2", "--checkpoint.every",
+             "2", "--runtime.dtype", "float32", "--no-progress", "--validation.windows", "2"]
     assert main([*train, "--out", str(tmp_path / "run")]) == 0
     trained = tmp_path / "run" / "student"
     assert (trained / "modeling_layerwise.py").is_file()

@@ -12,10 +12,10 @@ from test_pipeline import _recipe
 from tiny import FAMILIES, TEXT, VOCAB, tiny_model, tiny_tokenizer
 
 from headstart.cli import main
+from headstart.config import load_recipe
 from headstart.errors import ConfigError
 from headstart.extraction import build_student
 from headstart.pipeline import Pipeline
-from headstart.recipe import load_recipe
 from headstart.reconstruct import collect_cross, collect_grams, reconstruct
 from headstart.selection import from_sizes, full
 from headstart.spec import SubnetSpec
@@ -128,22 +128,24 @@ def test_grams_are_sums_over_tokens():
     assert torch.allclose(whole[(1, "mlp")], split[(1, "mlp")], rtol=1e-5, atol=1e-6)
 
 
-def test_recipe_extract_section_trains_from_reconstructed_students(tiny_teacher_dirs, tmp_path):
+def test_recipe_reconstruct_section_trains_from_reconstructed_students(tiny_teacher_dirs, tmp_path):
     data = _recipe(tiny_teacher_dirs["llama"], tmp_path / "out")
-    data["extract"] = {"reconstruct": True, "calib_samples": 4, "calib_seq_len": 32}
+    data["reconstruct"] = {"enabled": True}
     data["compare"] = {"runs": ["random-ce", "searched-ce"]}
     data["train"]["tokens"] = 512
     pipe = Pipeline(load_recipe(data), say=lambda _: None)
     pipe.run(only="train")
     students = tmp_path / "out" / "students" / "bin0-110k"
     config = yaml.safe_load((tmp_path / "out" / "runs" / "bin0-110k" / "searched-ce" / "config.yaml").read_text())
-    assert config["student"] == str(students / "searched")
+    assert config["paths"]["student"] == str(students / "searched")
     meta = yaml.safe_load((students / "searched" / "headstart_spec.yaml").read_text())
     assert meta["reconstruction"]["error_after"] <= meta["reconstruction"]["error_before"]
     random_cfg = yaml.safe_load((tmp_path / "out" / "runs" / "bin0-110k" / "random-ce" / "config.yaml").read_text())
-    assert random_cfg["student"] == f"random:{students / 'searched.yaml'}"
-    with pytest.raises(ConfigError, match="extract.spec .*set by the recipe"):
-        load_recipe({**data, "extract": {"spec": "x.yaml"}})
+    assert random_cfg["paths"]["student"] == f"random:{students / 'searched.yaml'}"
+    with pytest.raises(ConfigError, match="unknown key 'reconstruct.spec'"):
+        load_recipe({**data, "reconstruct": {"spec": "x.yaml"}})
+    with pytest.raises(ConfigError, match="'extract' section is now 'reconstruct'"):
+        load_recipe({**data, "extract": {"reconstruct": True}})
 
 
 def test_extract_command_reconstructs(tiny_teacher_dirs, tmp_path):
@@ -152,14 +154,14 @@ def test_extract_command_reconstructs(tiny_teacher_dirs, tmp_path):
     common = ["--teacher", str(tiny_teacher_dirs["llama"]), "--layers", "3", "--mlp", "48", "--calib", str(calib),
               "--calib-samples", "4", "--calib-seq-len", "32"]
     assert main(["extract", "--out", str(tmp_path / "plain"), *common]) == 0
-    assert main(["extract", "--out", str(tmp_path / "rec"), "--reconstruct", *common]) == 0
+    assert main(["extract", "--out", str(tmp_path / "rec"), "--reconstruct.enabled", *common]) == 0
     plain, rec = load_file(tmp_path / "plain" / "model.safetensors"), load_file(tmp_path / "rec" / "model.safetensors")
     changed = [k for k in plain if not torch.equal(plain[k], rec[k])]
     assert changed and all(k.endswith(("o_proj.weight", "down_proj.weight")) for k in changed)
     meta = yaml.safe_load((tmp_path / "rec" / "headstart_spec.yaml").read_text())
     assert meta["reconstruction"]["error_after"] < meta["reconstruction"]["error_before"]
-    assert main(["extract", "--out", str(tmp_path / "own"), "--reconstruct", "--reconstruct-inputs", "student",
-                 *common]) == 0
+    assert main(["extract", "--out", str(tmp_path / "own"), "--reconstruct.enabled", "--reconstruct.inputs",
+                 "student", *common]) == 0
     own = yaml.safe_load((tmp_path / "own" / "headstart_spec.yaml").read_text())["reconstruction"]
     assert (own["inputs"], own["passes"]) == ("student", 2) and own["error_after"] < own["error_before"]
     assert own["flops"] > meta["reconstruction"]["flops"]  # two passes, each with a student forward

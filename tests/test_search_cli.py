@@ -10,11 +10,10 @@ from test_search_fitness import make_data
 from tiny import save_tiny_teacher
 
 from headstart.cli import main
-from headstart.configs import INHERITED
+from headstart.config.train import INHERITED, OptimConfig, ScheduleConfig
 from headstart.searching.journal import read_journal
 from headstart.spec import SubnetSpec
 from headstart.teacher import load_teacher
-from headstart.training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,16 @@ def setup(tmp_path_factory):
 
 
 def _args(teacher, data, out, *extra):
-    return ["search", "--teacher", str(teacher), "--data", str(data), "--out", str(out), "--windows", "4",
-            "--seq-len", "32", "--calibration-windows", "4", "--population", "3", "--dtype", "float32",
-            "--rungs", "0", *extra]
+    return ["search", "--teacher", str(teacher), "--data", str(data), "--out", str(out), "--fitness.windows", "4",
+            "--seq-len", "32", "--fitness.calibration-windows", "4", "--evolution.population", "3", "--dtype",
+            "float32", "--rungs.count", "0", *extra]
 
 
 def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, capsys):
     teacher_dir, data = setup
     out = tmp_path / "out"
-    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "4", "--baselines")) == 0
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evolution.evaluations", "4",
+                      "--evolution.baselines")) == 0
     printed = capsys.readouterr().out
     assert "evolution/importance" in printed and "random/first-k" in printed and "eval" in printed
     header, records, bad = read_journal(out / "journal.jsonl")
@@ -55,16 +55,19 @@ def test_search_writes_best_specs_summary_plot_and_resumes(setup, tmp_path, caps
     assert not list(out.glob("*.safetensors"))  # no candidate's weights are ever written
 
     # the same command again is refused; --resume with more evaluations only adds the new ones
-    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "4", "--baselines")) == 2
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evolution.evaluations", "4",
+                      "--evolution.baselines")) == 2
     assert "--resume" in capsys.readouterr().err
-    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evaluations", "5", "--baselines", "--resume")) == 0
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evolution.evaluations", "5", "--evolution.baselines",
+                      "--resume")) == 0
     _, records2, _ = read_journal(out / "journal.jsonl")
     assert len(records2) == 3 * 2 * 5 and records2[:24] == records
     # a different seed is another search: refused
     assert main(_args(teacher_dir, data, out, "--bins", "2", "--seed", "1", "--resume")) == 2
     assert "another seed" in capsys.readouterr().err
     # so is another generation size (it changes which candidates are drawn)
-    assert main(_args(teacher_dir, data, out, "--bins", "2", "--generation-size", "1", "--resume")) == 2
+    assert main(_args(teacher_dir, data, out, "--bins", "2", "--evolution.generation-size", "1",
+                      "--resume")) == 2
     assert "another search" in capsys.readouterr().err
 
 
@@ -74,9 +77,9 @@ def test_bad_input_gives_one_line_errors(setup, tmp_path, capsys):
     assert "unreachable: the space reaches" in capsys.readouterr().err
     space = tmp_path / "space.yaml"
     space.write_text("mlp: {max: 4096}\n")
-    assert main(_args(teacher_dir, data, tmp_path / "b", "--bins", "2", "--space", str(space))) == 2
+    assert main(_args(teacher_dir, data, tmp_path / "b", "--bins", "2", "--space.file", str(space))) == 2
     assert "larger than the teacher's MLP size" in capsys.readouterr().err
-    assert main(_args(teacher_dir, data, tmp_path / "c", "--bins", "2", "--windows", "500")) == 2
+    assert main(_args(teacher_dir, data, tmp_path / "c", "--bins", "2", "--fitness.windows", "500")) == 2
     assert "search" in capsys.readouterr().err
     assert main(_args(teacher_dir, data, tmp_path / "d")) == 2
     assert "--params" in capsys.readouterr().err
@@ -106,8 +109,9 @@ def test_two_process_torchrun_search_and_rungs_equal_one_process(setup, tmp_path
     import torch
 
     teacher_dir, data = setup
-    extra = ("--bins", "2", "--evaluations", "7", "--windows", "5", "--rungs", "2", "--rung-candidates", "3",
-             "--rung-tokens", "128", "--abandon-margin", "0", "--abandon-after", "0.5")
+    extra = ("--bins", "2", "--evolution.evaluations", "7", "--fitness.windows", "5", "--rungs.count", "2",
+             "--rungs.candidates", "3", "--rungs.tokens", "128", "--fitness.abandon-margin", "0",
+             "--fitness.abandon-after", "0.5")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the torchrun workers (OMP_NUM_THREADS=1): bit-equal float sums
     try:
@@ -142,21 +146,22 @@ def test_two_process_torchrun_search_and_rungs_equal_one_process(setup, tmp_path
 def test_options_come_from_a_config_file(setup, tmp_path, capsys):
     teacher_dir, data = setup
     cfg = tmp_path / "search.yaml"
-    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevaluatons: 3\n")
+    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevolution: {{evaluatons: 3}}\n")
     assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--bins", "1"]) == 2
-    assert "did you mean 'evaluations'" in capsys.readouterr().err
-    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevaluations: 2\nbins: 1\nwindows: 2\nseq-len: 16\n"
-                   "calibration-windows: 2\nrungs: 0\n")
-    assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--population", "2"]) == 0
-    _, records, _ = read_journal(tmp_path / "o" / "journal.jsonl")
-    assert len(records) == 2
+    assert "did you mean 'evolution.evaluations'" in capsys.readouterr().err
+    cfg.write_text(f"teacher: {teacher_dir}\ndata: {data}\nevolution: {{evaluations: 2, population: 5}}\nbins: 1\n"
+                   "fitness: {windows: 2, calibration-windows: 2}\nseq-len: 16\nrungs: {count: 0}\n")
+    assert main(["search", "--config", str(cfg), "--out", str(tmp_path / "o"), "--evolution.population", "2"]) == 0
+    header, records, _ = read_journal(tmp_path / "o" / "journal.jsonl")
+    assert len(records) == 2  # the file's evaluations, the flag's population over the file's: one section merged
+    assert header["search"]["population"] == 2 and header["windows"] == 2
 
 
 def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a_kill(setup, tmp_path, capsys):
     teacher_dir, data = setup
     out = tmp_path / "out"
-    args = _args(teacher_dir, data, out, "--bins", "1", "--evaluations", "5", "--rungs", "2",
-                 "--rung-candidates", "3", "--rung-tokens", "128")
+    args = _args(teacher_dir, data, out, "--bins", "1", "--evolution.evaluations", "5", "--rungs.count", "2",
+                 "--rungs.candidates", "3", "--rungs.tokens", "128")
     assert main(args) == 0
     summary = json.loads((out / "summary.json").read_text())
     [bin0] = summary["rungs"]
@@ -176,9 +181,9 @@ def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a
     assert summary["flops"]["total"] == sum(v for k, v in summary["flops"].items() if k != "total")
     for rung_dir in (out / "rungs").glob("*/*/rung*"):  # every rung trains from the cut, on a cut student's schedule
         trained = yaml.safe_load((rung_dir / "config.yaml").read_text())
-        assert (trained["lr"], trained["warmup"]) == (INHERITED["lr"], INHERITED["warmup"]) != (
-            TrainConfig.lr, TrainConfig.warmup)
-        assert trained["student"] == str(rung_dir.parent / "spec.yaml")
+        assert (trained["optim"]["lr"], trained["schedule"]["warmup"]) == (
+            INHERITED["optim"]["lr"], INHERITED["schedule"]["warmup"]) != (OptimConfig().lr, ScheduleConfig().warmup)
+        assert trained["paths"]["student"] == str(rung_dir.parent / "spec.yaml")
         assert trained["tokens"] == {"rung1": 128, "rung2": 256}[rung_dir.name]
 
     # a kill during rung 2: its rung.json and export are gone; --resume redoes only that and agrees
@@ -192,6 +197,6 @@ def test_training_aware_rungs_pick_the_best_trained_candidate_and_resume_after_a
     assert again["rungs"] == summary["rungs"]
     # a resume with other rung settings does not reuse runs trained with the old ones
     capsys.readouterr()
-    assert main([*args, "--resume", "--rung-lr", "1e-4"]) != 0
+    assert main([*args, "--resume", "--rungs.lr", "1e-4"]) != 0
     assert "trained with other rung settings" in capsys.readouterr().err
     assert json.loads((out / "summary.json").read_text())["rungs"] == summary["rungs"]

@@ -8,11 +8,12 @@ import random
 import pytest
 from transformers import LlamaConfig
 
-from headstart.configs import budgets as parse_params
+from headstart.config.search import EvolutionConfig
+from headstart.config.search import budgets as parse_params
 from headstart.errors import CheckpointError
 from headstart.models import get_adapter
 from headstart.searching.bins import SizeGrid, make_bins
-from headstart.searching.evolve import Evaluator, SearchSettings, run_search
+from headstart.searching.evolve import Evaluator, run_search
 from headstart.searching.journal import Journal, read_journal
 from headstart.searching.space import SearchSpace, default_space
 from headstart.selection import Orders
@@ -56,8 +57,8 @@ def test_evolution_finds_a_planted_optimum(space):
     for seed in range(3):
         target, fitness = _planted(space, tables[0], seed=100 + seed)
         evaluator = Evaluator(fitness, _counter(space))
-        settings = SearchSettings(strategy="evolution", population=8, evaluations=150, seed=seed)
-        [state] = run_search(space, tables, evaluator, settings, "evolution/first-k")
+        settings = EvolutionConfig(strategy="evolution", population=8, evaluations=150)
+        [state] = run_search(space, tables, evaluator, settings, seed, "evolution/first-k")
         best = state.best
         assert len(state.candidates) == 150 and evaluator.computed == 150  # never evaluated twice
         found += best.loss == 0.0 and best.genome.sizes() == target
@@ -65,7 +66,7 @@ def test_evolution_finds_a_planted_optimum(space):
     # the same budget of random sampling does far worse
     target, fitness = _planted(space, tables[0], seed=100)
     [rand] = run_search(space, tables, Evaluator(fitness, _counter(space)),
-                        SearchSettings(strategy="random", evaluations=150, seed=0), "random/first-k")
+                        EvolutionConfig(strategy="random", evaluations=150), 0, "random/first-k")
     assert rand.best.loss >= 2.0
 
 
@@ -73,8 +74,8 @@ def _run(space, tables, journal, fitness, evaluations=30):
     evaluator = Evaluator(fitness, _counter(space), journal)
     out = []
     for strategy in ("evolution", "random"):
-        settings = SearchSettings(strategy=strategy, population=4, evaluations=evaluations, seed=7)
-        out.append(run_search(space, tables, evaluator, settings, f"{strategy}/first-k"))
+        settings = EvolutionConfig(strategy=strategy, population=4, evaluations=evaluations)
+        out.append(run_search(space, tables, evaluator, settings, 7, f"{strategy}/first-k"))
     return evaluator, out
 
 
@@ -157,7 +158,7 @@ def test_time_limit_and_exhausted_space_stop_the_search(space):
     tables = make_bins(SizeGrid(space), n_bins=1)
     _, fitness = _planted(space, tables[0])
     [state] = run_search(space, tables, Evaluator(fitness, _counter(space)),
-                         SearchSettings(evaluations=50, time_limit=0.0), "evolution/first-k")
+                         EvolutionConfig(evaluations=50, time_limit=1e-9), 0, "evolution/first-k")
     assert state.candidates == [] and state.best is None
     # a space with very few points: the search stops when no unseen candidate is left
     from headstart.searching.space import IntRange, SpaceDefinition
@@ -167,8 +168,8 @@ def test_time_limit_and_exhausted_space_stop_the_search(space):
     tiny_space = SearchSpace(small, space.adapter, space.orders)
     tables = make_bins(SizeGrid(tiny_space), n_bins=1)
     evaluator = Evaluator(fitness, _counter(tiny_space))
-    [state] = run_search(tiny_space, tables, evaluator, SearchSettings(evaluations=50, population=2, max_redraws=20),
-                         "evolution/first-k")
+    [state] = run_search(tiny_space, tables, evaluator, EvolutionConfig(evaluations=50, population=2), 0,
+                         "evolution/first-k", max_redraws=20)
     assert state.exhausted and len(state.candidates) == evaluator.computed == 4
 
 
@@ -195,7 +196,7 @@ def test_the_seeded_population_spans_the_bin_and_is_legal(space):
     # evolution's first proposals are exactly these points
     target, fitness = _planted(space, tables[0])
     [state] = run_search(space, tables[:1], Evaluator(fitness, _counter(space)),
-                         SearchSettings(strategy="evolution", population=6, evaluations=6, seed=3), "evolution/first-k")
+                         EvolutionConfig(strategy="evolution", population=6, evaluations=6), 3, "evolution/first-k")
     want = [g.sizes() for g in seed_genomes(space, tables[0], random.Random("3:evolution/first-k:0"))]
     assert [c.genome.sizes() for c in state.candidates[:len(want)]] == want
 
@@ -221,7 +222,7 @@ def test_abandoned_candidates_are_journaled_and_never_reused(space, tmp_path):
     fitness = _Scored(inner)
     with Journal(tmp_path / "j.jsonl", {"teacher": "t", "data": "d", "space": "s", "seed": 0, "search": {}}) as j:
         evaluator = Evaluator(fitness, _counter(space), j)
-        [state] = run_search(space, tables, evaluator, SearchSettings(population=4, evaluations=30, seed=1),
+        [state] = run_search(space, tables, evaluator, EvolutionConfig(population=4, evaluations=30), 1,
                              "evolution/first-k")
     assert fitness.calls[:4] == [None] * 4  # no threshold until the population is full
     assert any(t is not None for t in fitness.calls[4:])
@@ -238,5 +239,5 @@ def test_aging_evolution_keeps_the_newest_members(space):
     tables = make_bins(SizeGrid(space), parse_params("20M"), tolerance=0.1)
     _, fitness = _planted(space, tables[0])
     [state] = run_search(space, tables, Evaluator(fitness, _counter(space)),
-                         SearchSettings(population=4, evaluations=20, seed=2, aging=True), "evolution/first-k")
+                         EvolutionConfig(population=4, evaluations=20, aging=True), 2, "evolution/first-k")
     assert [c.spec_hash for c in state.population] == [c.spec_hash for c in state.candidates[-4:]]

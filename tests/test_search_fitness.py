@@ -10,6 +10,7 @@ import pytest
 import torch
 from tiny import TEXT, tiny_model, tiny_tokenizer
 
+from headstart.config.search import FitnessConfig
 from headstart.errors import ConfigError, DataError
 from headstart.extraction import build_student
 from headstart.lm_loss import sum_cross_entropy
@@ -73,7 +74,7 @@ def test_a_built_student_owns_its_weights_unless_fitness_asks_to_share(family):
 def test_early_abandonment_scores_the_first_windows_of_a_clearly_worse_candidate():
     teacher = Teacher.from_model(tiny_model("smollm2"))
     windows = torch.randint(0, 512, (8, 17), generator=torch.Generator().manual_seed(1))
-    fitness = Fitness(teacher, windows, batch_size=2, abandon_after=0.25, abandon_margin=0.1)
+    fitness = Fitness(teacher, windows, batch_size=2, screen=FitnessConfig(abandon_after=0.25, abandon_margin=0.1))
     spec = from_sizes(teacher.dims, **SPECS[0])
     whole = fitness(spec)
     assert not fitness.abandoned and fitness.tokens == 8 * 16
@@ -81,8 +82,8 @@ def test_early_abandonment_scores_the_first_windows_of_a_clearly_worse_candidate
     partial = fitness(spec, threshold=0.0)
     s, n = sum_cross_entropy(build_student(teacher, spec), windows[:2], batch_size=2)
     assert fitness.abandoned and fitness.tokens == 2 * 16 and partial == pytest.approx(s / n, rel=1e-6)
-    with pytest.raises(ConfigError, match="--abandon-after"):
-        Fitness(teacher, windows, abandon_after=1.0)
+    with pytest.raises(ConfigError, match="abandon_after must be below 1"):
+        Fitness(teacher, windows, screen=FitnessConfig(abandon_after=1.0))
 
 
 def test_fitness_never_touches_the_disk(monkeypatch):

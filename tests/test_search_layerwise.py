@@ -108,4 +108,4 @@ def test_layout_flag_is_on_the_cli(capsys):
         main(["search", "--help"])
     except SystemExit:
         pass
-    assert "--layout {uniform,layer-wise}" in capsys.readouterr().out.replace("\n", " ")
+    assert "--space.layout {uniform,layer-wise}" in capsys.readouterr().out.replace("\n", " ")

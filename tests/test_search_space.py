@@ -9,7 +9,7 @@ import torch
 from tiny import FAMILIES, tiny_model
 from transformers import LlamaConfig
 
-from headstart.configs import budgets as parse_params
+from headstart.config.search import budgets as parse_params
 from headstart.errors import ConfigError
 from headstart.extraction import build_student
 from headstart.importance import compute_importance
@@ -102,10 +102,10 @@ def test_coarse_importance_genome_matches_from_sizes(teachers):
     g = space.fit(Genome(layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64))
     want = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64,
                                  order="importance", importance=imp)
-    assert space.to_spec(g).key() == want.key()
+    assert space.to_spec(g).canonical_json() == want.canonical_json()
     first = SearchSpace(space.config, teacher.adapter, Orders.first_k(teacher.dims))
     want_fk = from_sizes(teacher.dims, layers=3, hidden=48, kv_groups=1, heads_per_group=2, mlp=64)
-    assert first.to_spec(g).key() == want_fk.key()
+    assert first.to_spec(g).canonical_json() == want_fk.canonical_json()
 
 
 def test_depth_modes(teachers):
@@ -137,7 +137,7 @@ def test_unreachable_budget_names_the_range(teachers):
         make_bins(grid, parse_params("10B"))
     with pytest.raises(ConfigError, match="unreachable"):
         make_bins(grid, [1000])
-    with pytest.raises(ConfigError, match="cannot read parameter budget"):
+    with pytest.raises(ConfigError, match="cannot read the budget .40 apples.; write e.g. 40M"):
         parse_params("40 apples")
     assert parse_params("40M, 1.5B,500k") == [40_000_000, 1_500_000_000, 500_000]
 

@@ -114,7 +114,7 @@ def test_canonical_key_ignores_order_but_not_layer_order():
                    mlp=((3, 2), (1, 0)))
     b = SubnetSpec(layers=(0, 1), hidden=(1, 2), kv_groups=((0, 1), (0, 1)), heads=(((1,), (0,)), ((0,), (1,))),
                    mlp=((2, 3), (0, 1)))
-    assert a.key() == b.key()
+    assert a.canonical_json() == b.canonical_json()
     c = SubnetSpec(layers=(1, 0), hidden=(1, 2), kv_groups=((0, 1), (0, 1)), heads=(((1,), (0,)), ((0,), (1,))),
                    mlp=((2, 3), (0, 1)))
-    assert a.key() != c.key()
+    assert a.canonical_json() != c.canonical_json()

@@ -19,8 +19,9 @@ def _modules() -> dict[str, Path]:
     return out
 
 
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """Every package module ``name`` imports anywhere in its body (module, function or TYPE_CHECKING level)."""
+def _imports(name: str, path: Path, known: set[str] | None) -> set[str]:
+    """Every package module ``name`` imports anywhere in its body (module, function or TYPE_CHECKING level);
+    with ``known=None`` every imported name, whether it exists or not."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -34,7 +35,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [a.name for a in node.names]
         else:
             continue
-        found |= {t for t in targets if t in known and t != name}
+        found |= {t for t in targets if (known is None or t in known) and t != name}
     return found
 
 
@@ -71,6 +72,33 @@ def test_the_package_has_no_import_loops():
 def test_the_cycle_finder_finds_a_loop():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def _is_under(target: str, module: str) -> bool:
+    return target == module or target.startswith(module + ".")
+
+
+def test_only_the_cli_imports_the_cli_and_nothing_imports_the_old_commands():
+    """The library never reaches up into the command line (``headstart.cli`` parses, prints and exits; it
+    calls the stages, not the other way round; ``python -m headstart`` is its entry point), and nothing in
+    the package or the benchmarks imports the old ``headstart.commands`` package (a test that did would
+    fail on its own import)."""
+    offenders = []
+    for name, path in sorted(_modules().items()):
+        found = _imports(name, path, None)
+        if not _is_under(name, "headstart.cli") and name != "headstart.__main__":
+            offenders += [f"{name} imports {t}" for t in sorted(found) if _is_under(t, "headstart.cli")]
+        offenders += [f"{name} imports {t}" for t in sorted(found) if _is_under(t, "headstart.commands")]
+    for path in sorted((PACKAGE.parent / "bench").glob("*.py")):
+        found = _imports(path.stem, path, None)
+        offenders += [f"{path.name} imports {t}" for t in sorted(found) if _is_under(t, "headstart.commands")]
+    assert not offenders, offenders
+
+
+def test_the_import_finder_sees_lazy_and_relative_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from headstart.cli import main\n    from . import commands\n")
+    assert _imports("headstart.x.m", module, None) >= {"headstart.cli", "headstart.cli.main", "headstart.x.commands"}
 
 
 def test_modules_and_functions_stay_small():

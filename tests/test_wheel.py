@@ -90,15 +90,16 @@ def test_wheel_installs_and_runs_a_whole_pipeline_without_extras(tiny_teacher_di
     recipe = empty / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
         "teacher": str(tiny_teacher_dirs["smollm2"]), "out": "out", "seed": 0,
-        "data": {"inputs": [str(CORPUS)], "search_frac": 1, "val_frac": 1, "workers": 1},
-        "search": {"params": "110K", "tolerance": 0.25, "evaluations": 3, "population": 2, "windows": 2,
-                   "seq_len": 32, "batch_size": 2, "calibration_windows": 2},
-        "train": {"tokens": 512, "seq_len": 32, "batch_size": 4, "eval_every": 2, "eval_windows": 2,
-                  "save_every": 4, "progress": False},
+        "corpus": [str(CORPUS)], "prepare": {"search_frac": 1, "val_frac": 1, "workers": 1},
+        "search": {"params": "110K", "tolerance": 0.25, "seq_len": 32, "batch_size": 2,
+                   "evolution": {"evaluations": 3, "population": 2},
+                   "fitness": {"windows": 2, "calibration_windows": 2}},
+        "train": {"tokens": 512, "seq_len": 32, "batch_size": 4, "validation": {"every": 2, "windows": 2},
+                  "checkpoint": {"every": 4}},
         "compare": {"runs": ["random-ce", "searched-kd"]},
         "eval": {"windows": 2, "seq_len": 32, "max_new_tokens": 2},
     }))
-    proc = _run([headstart, "run", "--config", str(recipe)], empty, env)
+    proc = _run([headstart, "run", "--config", str(recipe), "--no-progress"], empty, env)
     assert "report: out/report/report.md" in proc.stdout
     report = (empty / "out" / "report" / "report.md").read_text()
     assert "plots skipped: matplotlib is not installed" in report and "| random init, CE |" in report

@@ -19,7 +19,7 @@ import yaml
 
 from headstart import __version__
 from headstart.cli.commands import COMMANDS, build_parser, resolve, stage_call, subparser
-from headstart.config.fields import build, merge, normalize, read_yaml
+from headstart.config.fields import build, closest, merge, normalize, read_yaml
 from headstart.config.flags import normalize_argv, parsed_values, suggest
 from headstart.errors import ConfigError, HeadstartError
 
@@ -61,8 +61,12 @@ def load(command: str, args: Any) -> tuple[Any, Any]:
         return None, load_recipe(read_yaml(args._config, "recipe"), str(args._config), flags)
     paths_cls, options_cls = resolve(cmd.paths), resolve(cmd.options)
     where = str(args._config) if args._config else ""
-    given = read_yaml(args._config) if args._config else {}
-    file_paths, file_options = _split(paths_cls, normalize(options_cls, normalize(paths_cls, given)))
+    given = normalize(options_cls, normalize(paths_cls, read_yaml(args._config))) if args._config else {}
+    valid = sorted({f.name for f in dataclasses.fields(paths_cls)} | {f.name for f in dataclasses.fields(options_cls)})
+    for key in given:  # a file may set paths and options: suggest from both
+        if key not in valid:
+            raise ConfigError(f"unknown key {key!r} in {where}{closest(key, valid)}")
+    file_paths, file_options = _split(paths_cls, given)
     flag_paths, flag_options = _split(paths_cls, flags)
     options = build(options_cls, merge(file_options, flag_options), where=where)
     values = {**file_paths, **flag_paths}

@@ -91,6 +91,8 @@ def is_config(tp: Any) -> bool:
 
 
 def _describe(tp: Any) -> str:
+    if tp is dict or typing.get_origin(tp) is dict:
+        return "a mapping"
     if typing.get_origin(tp) is list:
         item = typing.get_args(tp)[0]
         return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, _describe(item))
@@ -155,8 +157,10 @@ def coerce(value: Any, tp: Any, name: str) -> Any:
         raise bad
     if typing.get_origin(base) is list:
         (item,) = typing.get_args(base)
-        if isinstance(value, str) and item in (int, float):  # "0.96,0.02,0.02"
-            value = [v for v in value.split(",") if v.strip()]
+        if item in (int, float) and isinstance(value, (str, list, tuple)):  # "0.96,0.02,0.02", also as a flag
+            parts = [value] if isinstance(value, str) else value
+            value = [v for p in parts for v in (p.split(",") if isinstance(p, str) else [p])
+                     if not isinstance(v, str) or v.strip()]
         if not isinstance(value, (list, tuple)):
             raise bad
         return [coerce(v, item, f"{name}[{i}]") for i, v in enumerate(value)]

@@ -45,16 +45,17 @@ def normalize_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Flags for every field of ``cls`` and its sections."""
-    types_ = hints(cls)
+def add_arguments(parser: Any, cls: type, prefix: str = "", root: argparse.ArgumentParser | None = None) -> None:
+    """Flags for every field of ``cls`` and its sections (each section a help group of ``root``, the parser:
+    argparse deprecates groups inside groups)."""
+    types_, root = hints(cls), root or parser
     for f in dataclasses.fields(cls):
         if not f.init or not f.metadata.get("cli", True):
             continue
         tp, _ = split_optional(types_[f.name])
         if is_config(tp):
-            group = parser.add_argument_group(f"{prefix}{f.name} options")
-            add_arguments(group, tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
+            group = root.add_argument_group(f"{prefix}{f.name} options")
+            add_arguments(group, tp, f"{prefix}{f.name}.", root)  # type: ignore[arg-type]
             continue
         _add_field(parser, f, tp, prefix)
 

@@ -20,17 +20,17 @@ is checked when it is loaded, before any stage runs.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from headstart.config.common import TEACHER_HELP
-from headstart.config.evaluate import EvalConfig
+from headstart.config.evaluate import EvalConfig, EvalPaths
 from headstart.config.extract import ReconstructConfig
 from headstart.config.fields import SEED, ConfigError, FieldError, Section, build, merge, normalize, option
-from headstart.config.prepare import PrepareConfig
-from headstart.config.search import SearchConfig
-from headstart.config.train import INHERITED, TrainConfig
+from headstart.config.prepare import PrepareConfig, PreparePaths
+from headstart.config.search import RungsConfig, SearchConfig, SearchPaths
+from headstart.config.train import INHERITED, TrainConfig, TrainPaths
 
 #: The paper's comparison: name -> (student init, distill?)
 RUNS: dict[str, tuple[str, bool]] = {
@@ -136,10 +136,7 @@ class RecipeConfig(Section):
             raise FieldError("train.kd.kind", f"is 'none', but run {name} distills; set train.kd.kind (e.g. forward)")
         prefix = (f"compare.overrides.{name}." if name in self.compare.overrides
                   else "compare.inherited." if inherited else "train.")
-        try:
-            return build(TrainConfig, values)
-        except FieldError as exc:
-            raise exc.under(prefix) from None
+        return build(TrainConfig, values, prefix=prefix)  # an unknown key or a bad value, named from the recipe
 
     def run_dir(self, label: str, name: str) -> Path:
         """Where comparison run ``name`` of budget ``label`` trains."""
@@ -154,6 +151,7 @@ def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str
     for key, message in _RENAMED.items():
         if isinstance(data, dict) and key in data:
             raise ConfigError(f"{message}; see docs/recipes.md ({where})")
+    _refuse_paths(data, where)
     values = merge(normalize(RecipeConfig, data), overrides or {})
     seed = values.get("seed", 0)
     for section in ("search", "train"):
@@ -162,6 +160,18 @@ def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str
             values[section] = {"seed": seed, **(part or {})}
     _scale_rungs(values["search"], values.get("train"), values.get("compare"))
     return build(RecipeConfig, values, where=where)
+
+
+def _refuse_paths(data: Any, where: str) -> None:
+    """A section that sets one of its stage's paths (``train.out``, ``search.data``, ...): the recipe sets those."""
+    sections = {"prepare": PreparePaths, "search": SearchPaths, "train": TrainPaths, "eval": EvalPaths}
+    for section, paths in sections.items():
+        part = data.get(section) if isinstance(data, dict) else None
+        names = {f.name for f in fields(paths)}
+        for key in part if isinstance(part, dict) else ():
+            if str(key).replace("-", "_") in names:
+                raise ConfigError(f"{section}.{key} is set by the recipe itself (from teacher, corpus and out); "
+                                  f"remove it from the {section} section ({where})")
 
 
 def _scale_rungs(search: Any, train: Any, compare: Any) -> None:
@@ -184,4 +194,8 @@ def _scale_rungs(search: Any, train: Any, compare: Any) -> None:
     for key, (section, name) in {"lr": ("optim", "lr"), "warmup": ("schedule", "warmup")}.items():
         value = (inherited.get(section) or {}).get(name) if isinstance(inherited.get(section), dict) else None
         if key not in rungs and isinstance(value, (int, float)) and not isinstance(value, bool):
-            rungs[key] = value  # a bad value is reported under compare.inherited
+            try:
+                RungsConfig(**{key: value})
+            except FieldError:
+                continue  # a bad value is reported under compare.inherited, where it was written
+            rungs[key] = value
