@@ -14,6 +14,7 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
     confident_teacher,
     config,
     one_thread,
+    out_dir,
     tiny_llama,
     token_stream,
 )
@@ -36,13 +37,14 @@ def _cache(tmp_path, teacher, stream, k, name="cache"):
                        meta={"teacher_fingerprint": "t", "data_fingerprint": "d"}, shard_windows=16)
 
 
-def _run(cfg, teacher=None, cache=None):
+def _run(cfg, root, teacher=None, cache=None):
     stream = token_stream(3000)
     student = tiny_llama(1)
     loader = StandInLoader(stream, SEQ, cfg.batch_size, seed=cfg.seed)
-    trainer = Trainer(cfg, student, loader, val_windows=None, vocab=VOCAB, teacher=teacher, cache=cache)
+    trainer = Trainer(cfg, student, loader, out=out_dir(root), val_windows=None, vocab=VOCAB, teacher=teacher,
+                      cache=cache)
     trainer.fit()
-    rows = [json.loads(line) for line in open(os.path.join(cfg.out, "metrics.jsonl"))]
+    rows = [json.loads(line) for line in open(os.path.join(out_dir(root), "metrics.jsonl"))]
     return student, rows
 
 
@@ -50,9 +52,9 @@ def _run(cfg, teacher=None, cache=None):
 def test_cached_training_matches_online_when_k_is_the_vocabulary(tmp_path, kind):
     teacher = confident_teacher()
     cache = TeacherCache(_cache(tmp_path, teacher, token_stream(3000), k=VOCAB))
-    kw = dict(tokens=10 * 2 * SEQ, kd=kind, alpha=0.3, temperature=2.0)
-    online, rows_on = _run(config(tmp_path / "online", **kw), teacher=teacher)
-    cached, rows_c = _run(config(tmp_path / "cached", teacher=None, teacher_cache="c", **kw), cache=cache)
+    cfg = config(tmp_path, tokens=10 * 2 * SEQ, kd={"kind": kind, "alpha": 0.3, "temperature": 2.0})
+    online, rows_on = _run(cfg, tmp_path / "online", teacher=teacher)
+    cached, rows_c = _run(cfg, tmp_path / "cached", cache=cache)
     loss_on, loss_c = np.array([r["loss"] for r in rows_on]), np.array([r["loss"] for r in rows_c])
     np.testing.assert_allclose(loss_c, loss_on, rtol=2e-3, atol=1e-4)  # fp16 storage of the log-probs
     assert rows_c[-1]["teacher_tokens"] == 0 and rows_on[-1]["teacher_tokens"] == rows_on[-1]["tokens"]
@@ -65,9 +67,9 @@ def test_cached_training_matches_online_when_k_is_the_vocabulary(tmp_path, kind)
 def test_small_k_differs_from_online_but_trains(tmp_path):
     teacher = confident_teacher()
     cache = TeacherCache(_cache(tmp_path, teacher, token_stream(3000), k=4))
-    kw = dict(tokens=10 * 2 * SEQ, kd="forward", alpha=0.0)
-    _, rows_on = _run(config(tmp_path / "online", **kw), teacher=teacher)
-    _, rows_c = _run(config(tmp_path / "cached", teacher=None, teacher_cache="c", **kw), cache=cache)
+    cfg = config(tmp_path, tokens=10 * 2 * SEQ, kd={"kind": "forward", "alpha": 0.0})
+    _, rows_on = _run(cfg, tmp_path / "online", teacher=teacher)
+    _, rows_c = _run(cfg, tmp_path / "cached", cache=cache)
     assert rows_c[-1]["kd"] < rows_c[0]["kd"]
     assert abs(rows_c[0]["kd"] - rows_on[0]["kd"]) > 1e-3  # top-4 buckets are a coarser divergence
 
@@ -121,12 +123,12 @@ def test_tampered_cache_is_refused(tmp_path):
     with pytest.raises(DataError, match="00000.keys.npy is missing or was modified"):
         TeacherCache(path)
     # a training run on data the cache does not hold stops at its first batch
-    cfg = config(tmp_path / "run", teacher=None, teacher_cache=str(path), tokens=4 * 2 * SEQ)
+    cfg = config(tmp_path, tokens=4 * 2 * SEQ)
     student = tiny_llama(1)
     loader = StandInLoader(token_stream(3000, seed=9), SEQ, 2)
     fresh = TeacherCache(_cache(tmp_path, teacher, stream, k=8, name="fresh"))
     with pytest.raises(DataError, match="not in the teacher cache"):
-        Trainer(cfg, student, loader, val_windows=None, vocab=VOCAB, cache=fresh).fit()
+        Trainer(cfg, student, loader, out=out_dir(tmp_path), val_windows=None, vocab=VOCAB, cache=fresh).fit()
 
 
 def test_cache_size_per_token(tmp_path):

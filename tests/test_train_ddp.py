@@ -16,6 +16,7 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
     confident_teacher,
     config,
     one_thread,
+    out_dir,
     tiny_llama,
     token_stream,
 )
@@ -36,11 +37,14 @@ def _free_port() -> int:
 def _train(root, world: int, rank: int, fsdp: bool, resume: bool = False, stop_at: int | None = None) -> Trainer:
     """Train (or, with ``resume``, continue) a run; ``stop_at`` sends the stop signal's flag at that step."""
     batch = 4 // world  # the same global batch either way
-    cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, resume=resume, optim={'grad_accum': 2}, kd={'kind': 'jsd', 'alpha': 0.4, 'temperature': 1.5}, validation={'every': 2}, checkpoint={'every': 0 if stop_at else 2}, runtime={'fsdp': fsdp})
+    cfg = config(root, tokens=STEPS * 4 * 2 * SEQ, batch_size=batch, optim={"grad_accum": 2},
+                 kd={"kind": "jsd", "alpha": 0.4, "temperature": 1.5}, validation={"every": 2},
+                 checkpoint={"every": 0 if stop_at else 2}, runtime={"fsdp": fsdp})
     stream = token_stream(4000)
     loader = StandInLoader(stream[:3500], SEQ, batch, seed=3, rank=rank, world_size=world)
     val = StandInLoader(stream[3500:], SEQ, 1).windows[:6]
-    trainer = Trainer(cfg, tiny_llama(1), loader, val_windows=val, vocab=VOCAB, teacher=confident_teacher())
+    trainer = Trainer(cfg, tiny_llama(1), loader, out=out_dir(root), resume=resume, val_windows=val, vocab=VOCAB,
+                      teacher=confident_teacher())
 
     def on_step(t: Trainer) -> None:
         if t.counters.step == stop_at and rank == 0:  # one rank's SIGTERM stops every rank
@@ -67,7 +71,7 @@ def _worker(rank: int, world: int, port: int, root: str, fsdp: bool, resume: boo
 
 
 def _rows(root) -> list[dict]:
-    return [json.loads(line) for line in open(os.path.join(root, "run", "metrics.jsonl"))]
+    return [json.loads(line) for line in open(os.path.join(out_dir(Path(root)), "metrics.jsonl"))]
 
 
 @pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp2"])
@@ -88,9 +92,9 @@ def test_two_processes_match_one(tmp_path, fsdp):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
         assert b.get("val_loss", 0) == pytest.approx(a.get("val_loss", 0), rel=1e-4)
     # rank 0 wrote the checkpoints; they hold one loader state per rank
-    ckpts = sorted(os.listdir(os.path.join(root, "run", "checkpoints")))
+    ckpts = sorted(os.listdir(os.path.join(out_dir(Path(root)), "checkpoints")))
     assert ckpts == ["step-00000002", "step-00000004"]
-    ranks = torch.load(os.path.join(root, "run", "checkpoints", ckpts[-1], "ranks.pt"), weights_only=True)
+    ranks = torch.load(os.path.join(out_dir(Path(root)), "checkpoints", ckpts[-1], "ranks.pt"), weights_only=True)
     assert len(ranks) == 2 and ranks[0]["loader"] == ranks[1]["loader"]
 
 
@@ -104,14 +108,14 @@ def test_two_processes_interrupted_and_resumed_match_uninterrupted(tmp_path):
         for resume, stop_at in phases:
             mp.spawn(_worker, args=(2, _free_port(), root, False, resume, stop_at), nprocs=2, join=True)
             if stop_at:
-                ckpts = os.listdir(os.path.join(root, "run", "checkpoints"))
+                ckpts = os.listdir(os.path.join(out_dir(Path(root)), "checkpoints"))
                 assert ckpts == [f"step-{stop_at:08d}"], ckpts
         runs[name] = torch.load(os.path.join(root, "final.pt"), weights_only=True)
     for key, want in runs["straight"].items():
         assert torch.equal(runs["resumed"][key], want), key
 
 
-@pytest.mark.parametrize("mode", [[], ["--fsdp"]], ids=["ddp", "fsdp2-layer-wise"])
+@pytest.mark.parametrize("mode", [[], ["--runtime.fsdp"]], ids=["ddp", "fsdp2-layer-wise"])
 def test_torchrun_cli_matches_single_process(tmp_path, mode):
     """`torchrun --nproc_per_node=2 -m headstart train` end to end, against one process with the same global batch
     (under FSDP2 the student is a layer-wise one: its layers differ in size)."""
@@ -132,7 +136,8 @@ def test_torchrun_cli_matches_single_process(tmp_path, mode):
         loaded = load_teacher(teacher)
         student = str(export(loaded, layerwise_spec(loaded.dims), tmp_path / "student"))
     common = ["--teacher", str(teacher), "--student", student, "--data", str(data), "--tokens", "256",
-              "--seq-len", "16", "--dtype", "float32", "--no-progress", "--eval-windows", "3", "--kd", "forward"]
+              "--seq-len", "16", "--runtime.dtype", "float32", "--no-progress", "--validation.windows", "3",
+              "--kd.kind", "forward"]
     assert main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),

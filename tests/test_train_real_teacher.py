@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 from tiny import TEXT
-from train_support import StandInLoader, config
+from train_support import StandInLoader, config, out_dir
 
 from headstart.extraction import build_student
 from headstart.selection import from_sizes
-from headstart.training.build import load_student
+from headstart.training.student import load_student
 from headstart.training.kd_loss import KDConfig, chunked_kd_loss, kd_loss
 from headstart.training.loop import Trainer
 
@@ -43,9 +43,10 @@ def test_two_kd_steps_from_a_spec_of_the_real_teacher(smollm2, tmp_path):
     student, tokenizer = load_student(str(spec_file), smollm2, seed=0)
     teacher_before = smollm2.model.model.layers[0].input_layernorm.weight.clone()
     stream = np.array(smollm2.tokenizer(TEXT * 4)["input_ids"], dtype=np.int64)
-    cfg = config(tmp_path, tokens=2 * 2 * 32, seq_len=32, validation={'every': 0}, optim={'lr': 0.001})
+    cfg = config(tmp_path, tokens=2 * 2 * 32, seq_len=32, validation={"every": 0}, optim={"lr": 1e-3})
     loader = StandInLoader(stream, 32, 2)
-    trainer = Trainer(cfg, student, loader, val_windows=loader.windows[:2], vocab=49152, teacher=smollm2.model)
+    trainer = Trainer(cfg, student, loader, out=out_dir(tmp_path), val_windows=loader.windows[:2], vocab=49152,
+                      teacher=smollm2.model)
     result = trainer.fit()
     assert result["step"] == 2 and np.isfinite(result["last"]["loss"]) and result["last"]["kd"] > 0
     # training the student never touches the teacher it was cut from

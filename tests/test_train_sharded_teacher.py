@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from train_support import (  # noqa: F401 (one_thread is an autouse fixture)
     confident_teacher,
     config,
     one_thread,
+    out_dir,
     tiny_llama,
     token_stream,
 )
@@ -32,28 +34,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _losses(root: str, name: str, rank: int, world: int, **kw) -> list[dict]:
-    cfg = config(root / name, tokens=STEPS * 4 * SEQ, batch_size=2, **kw, kd={'kind': 'forward', 'alpha': 0.3}, validation={'every': STEPS}, runtime={'fsdp': True})
+def _losses(root: str, name: str, rank: int, world: int, runtime: dict) -> list[dict]:
+    cfg = config(root, tokens=STEPS * 4 * SEQ, batch_size=2, kd={"kind": "forward", "alpha": 0.3},
+                 validation={"every": STEPS}, runtime={"fsdp": True, **runtime})
     stream = token_stream(3000)
     loader = StandInLoader(stream[:2500], SEQ, 2, seed=1, rank=rank, world_size=world)
     val = StandInLoader(stream[2500:], SEQ, 1).windows[:4]
-    trainer = Trainer(cfg, tiny_llama(1), loader, val_windows=val, vocab=VOCAB, teacher=confident_teacher())
+    trainer = Trainer(cfg, tiny_llama(1), loader, out=out_dir(root / name), val_windows=val, vocab=VOCAB,
+                      teacher=confident_teacher())
     teacher_block = next(iter(trainer.ctx.teacher.model.layers.parameters()))
     sharded = type(teacher_block).__name__ == "DTensor"
     trainer.fit()
-    rows = [json.loads(line) for line in (root / name / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(out_dir(root / name)) / "metrics.jsonl").read_text().splitlines()]
     return [{"sharded": sharded, **{k: r[k] for k in ("loss", "ce", "kd", "grad_norm") if k in r}} for r in rows]
 
 
 def _worker(rank: int, world: int, port: int, root: str) -> None:
-    from pathlib import Path
-
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     assert parallel.init(backend="gloo")
     try:
-        out = {name: _losses(Path(root), name, rank, world, **kw) for name, kw in {
+        out = {name: _losses(Path(root), name, rank, world, runtime) for name, runtime in {
             "sharded": {"shard_teacher": True}, "replicated": {"shard_teacher": False},
             "bf16": {"shard_teacher": True, "dtype": "bfloat16"}}.items()}
         if rank == 0:
@@ -78,4 +80,4 @@ def test_sharded_teacher_matches_replicated(tmp_path):
 
 def test_fp16_training_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="float16 would train without loss scaling"):
-        config(tmp_path, runtime={'dtype': 'float16'})
+        config(tmp_path, runtime={"dtype": "float16"})
