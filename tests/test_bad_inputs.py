@@ -29,6 +29,7 @@ SEARCH = "search --teacher {T} --data {D} --out {NEW} --params 40k --seq-len 16 
 CACHE = "cache-logits --teacher {T} --data {D} --out {NEW} --seq-len 16 --no-progress"
 EVAL = "eval {ST} --text {TXT} --seq-len 16 --windows 2"
 EXTRACT = "extract --teacher {T} --out {NEW}"
+SMALL = "--tokens 64 --seq-len 16 --batch-size 2 --kd.kind none"
 RETRAIN = "train --student {ST} --data {D} --out {RUN} --tokens 64 --seq-len 16 --batch-size 2 --kd.kind none"
 
 CASES = [
@@ -83,18 +84,18 @@ CASES = [
     (TRAIN + " --kd.temperature 0", "kd.temperature must be above 0"),
     (TRAIN + " --validation.windows -1", "validation.windows must be at least 0"),
     (TRAIN + " --runtime.dtype bogus", "runtime.dtype 'bogus' is not one of"),
-    (TRAIN + " --seq-len 100000", "max_position_embeddings"),
-    ("train --student {MISSING} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "{MISSING}"),
-    ("train --student {GARBAGE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "could not load"),
-    ("train --student {PICKLE_ST} --data {D} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "could not load"),
-    ("train --student {ST} --data {MISSING} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "{MISSING}"),
-    ("train --student {ST} --data {D_NO_VAL} --out {NEW} --tokens 64 --seq-len 16 --kd.kind none", "val"),
+    (TRAIN + " --seq-len 100000 --tokens 200000", "max_position_embeddings"),
+    ("train --student {MISSING} --data {D} --out {NEW} " + SMALL, "{MISSING}"),
+    ("train --student {GARBAGE_ST} --data {D} --out {NEW} " + SMALL, "could not load"),
+    ("train --student {PICKLE_ST} --data {D} --out {NEW} " + SMALL, "could not load"),
+    ("train --student {ST} --data {MISSING} --out {NEW} " + SMALL, "{MISSING}"),
+    ("train --student {ST} --data {D_NO_VAL} --out {NEW} " + SMALL, "val"),
     (RETRAIN + " --optim.lr 0.5", "--resume"),
     (RETRAIN + " --optim.lr 0.5 --resume", "optim.lr"),
     (TRAIN + " --kd.kind forward", "--teacher"),
     (TRAIN + " --teacher {T} --teacher-cache {MISSING}", "{MISSING}"),
     (TRAIN + " --logging.wandb proj", "wandb"),
-    ("train --student {ST} --data {D} --out {FILE} --tokens 64 --seq-len 16 --kd.kind none", "is a file"),
+    ("train --student {ST} --data {D} --out {FILE} " + SMALL, "is a file"),
     # cache-logits
     (CACHE + " --tokens 0", "tokens must be at least 1"),
     (CACHE + " --k 0", "k must be at least 1"),
@@ -134,7 +135,7 @@ CASES = [
 
 def _write_recipe(path: Path, ws: dict[str, str], **override) -> str:
     recipe = {"teacher": ws["T"], "out": ws["NEW"], "corpus": [ws["TXT"]], "search": {"params": "40k"},
-              "train": {"tokens": 64}}
+              "train": {"tokens": 64, "seq_len": 16, "batch_size": 2}}
     for section, values in override.items():
         recipe[section] = values if not isinstance(values, dict) else {**recipe.get(section, {}), **values}
     path.write_text(yaml.safe_dump(recipe))

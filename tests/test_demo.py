@@ -26,11 +26,13 @@ def test_demo_with_a_reduced_budget_reports_finite_numbers(tmp_path, monkeypatch
     printed = capsys.readouterr().out
     assert f"report: {report / 'report.md'}" in printed
     lines = printed[printed.index("report: "):].splitlines()
-    assert len(lines) == 2 + len(RUNS) and lines[1].startswith("bin0-50M: target")  # the report, then the runs
+    assert len(lines) == 3 + len(RUNS) and lines[1].startswith("bin0-50M: target")  # the report, the runs, the teacher
+    assert "teacher (reference)" in lines[-1]
 
     (budget,) = json.loads((report / "summary.json").read_text())["budgets"]
     rows = {r["run"]: r for r in budget["rows"]}
-    assert set(rows) == set(RUNS)
+    teacher = rows.pop("teacher")
+    assert set(rows) == set(RUNS) and teacher["params"] > 100e6 and math.isfinite(teacher["final_loss"])
     for row in rows.values():
         assert math.isfinite(row["final_loss"]) and math.isfinite(row["final_ppl"]), row
         assert 40e6 < row["params"] < 60e6, row  # the demo's 50M budget, +-10%

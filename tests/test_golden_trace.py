@@ -29,7 +29,8 @@ from headstart.training.loop import Trainer
 GOLDEN = Path(__file__).parent / "assets" / "golden"
 KEYS = ("loss", "ce", "kd", "grad_norm", "lr", "val_loss")
 CASES = {
-    "kd-forward-accum2": {"kd": {"kind": "forward", "alpha": 0.5}, "optim": {"grad_accum": 2}, "tokens": 12 * 2 * 2 * 16},
+    "kd-forward-accum2": {"kd": {"kind": "forward", "alpha": 0.5}, "optim": {"grad_accum": 2},
+                          "tokens": 12 * 2 * 2 * 16},
     "ce-wsd": {"kd": {"kind": "none"}, "schedule": {"name": "wsd"}, "tokens": 12 * 2 * 16},
 }
 

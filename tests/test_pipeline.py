@@ -58,7 +58,7 @@ def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, c
         ev = json.loads((out / "eval" / LABEL / f"{run}.json").read_text())
         assert math.isfinite(ev["loss"]) and ev["params"] > 0
     (budget,) = json.loads((out / "report" / "summary.json").read_text())["budgets"]
-    assert [r["run"] for r in budget["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd"]
+    assert [r["run"] for r in budget["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd", "teacher"]
     assert budget["setup_flops"]["importance"] > 0 and budget["setup_flops"]["search"] > 0
     assert budget["setup_flops"]["rungs"] > 0  # the training-aware rungs (1 % of train.tokens at rung 1)
     report = (out / "report" / "report.md").read_text()
@@ -90,8 +90,8 @@ def test_several_budgets_train_and_report_every_budget(tiny_teacher_dirs, tmp_pa
     budgets = json.loads((report / "summary.json").read_text())["budgets"]
     assert [b["label"] for b in budgets] == ["bin0-95k", "bin1-125k"]
     for b in budgets:
-        params = [r["params"] for r in b["rows"]]
-        assert len(set(params)) == 1 and [r["run"] for r in b["rows"]] == ["random-ce", "searched-ce"]
+        assert [r["run"] for r in b["rows"]] == ["random-ce", "searched-ce", "teacher"]
+        assert len({r["params"] for r in b["rows"][:2]}) == 1
     assert budgets[0]["rows"][0]["params"] < budgets[1]["rows"][0]["params"]
     text = (report / "report.md").read_text()
     assert "## Budget bin0-95k" in text and "## Budget bin1-125k" in text

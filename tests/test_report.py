@@ -31,7 +31,7 @@ def test_rows_count_setup_flops_and_never_divide_by_zero(tmp_path):
     assert rows["searched-ce"]["tokens_to_target"] == 0.0 and rows["searched-ce"]["token_ratio"] is None
     assert rows["searched-ce"]["reached_at_start"] and rows["searched-ce"]["flops_ratio"] == pytest.approx(4.0)
     table = markdown_table(list(rows.values()))
-    assert "not reached" in table and "2.00×" in table and "∞ (before training)" in table
+    assert "not reached" in table and "2.00×" in table and "at the target before training" in table
     png = plot_curves([base, fast, slow], tmp_path / "curves.png", target=5.0)
     assert png.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="no run named"):

@@ -47,10 +47,11 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     assert info["windows"] == len(torch.unique(every, dim=0)) > 10  # every window, the last partial batch too
     assert info["bytes_per_token"] < 40
     cfg = {"teacher": setup["teacher"], "student": setup["spec"], "data": setup["data"], "out": str(tmp_path / "run"),
-           "teacher-cache": str(cache), "tokens": 6 * 2 * 16, "seq-len": 16, "batch-size": 2, "eval-every": 3,
-           "eval-windows": 4, "save-every": 3, "dtype": "float32", "progress": False, "kd": "reverse", "alpha": 0.5}
+           "teacher_cache": str(cache), "tokens": 6 * 2 * 16, "seq_len": 16, "batch_size": 2,
+           "validation": {"every": 3, "windows": 4}, "checkpoint": {"every": 3}, "runtime": {"dtype": "float32"},
+           "kd": {"kind": "reverse", "alpha": 0.5}}
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
-    assert _run(["train", "--config", str(tmp_path / "cfg.yaml"), "--lr", "2e-3"]) == 0
+    assert _run(["train", "--config", str(tmp_path / "cfg.yaml"), "--optim.lr", "2e-3"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     student_dir = tmp_path / "run" / "student"
     assert result["student"] == str(student_dir) and result["steps"] == 6
@@ -61,7 +62,8 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     assert summary["student_train_flops"] > 0 and "val_loss" in summary["final"]
     assert (student_dir / "tokenizer.json").is_file()
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved["lr"] == 2e-3 and saved["kd"] == "reverse" and saved["teacher_cache"] == str(cache)
+    assert saved["optim"]["lr"] == 2e-3 and saved["kd"]["kind"] == "reverse"
+    assert saved["paths"]["teacher_cache"] == str(cache)
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert len(rows) == 6 and all(r["kd"] > 0 for r in rows)
     assert (tmp_path / "run" / "metrics.csv").read_text().startswith("step,tokens,")
@@ -75,7 +77,7 @@ def test_cache_then_train_from_yaml_exports_a_hf_student(setup, tmp_path, capsys
     # the exported student trains on from its directory, with the cache alone (no teacher loaded)
     assert _run(["train", "--student", str(student_dir), "--teacher-cache", str(cache), "--data", setup["data"],
                  "--out", str(tmp_path / "again"), "--tokens", "64", "--seq-len", "16", "--batch-size", "2",
-                 "--dtype", "float32", "--no-progress", "--eval-windows", "2"]) == 0
+                 "--runtime.dtype", "float32", "--no-progress", "--validation.windows", "2"]) == 0
     again = json.loads((tmp_path / "again" / "student" / "training_summary.json").read_text())
     assert again["teacher"] is None and again["teacher_fingerprint"] == summary["teacher_fingerprint"]
     assert again["final"]["kd"] > 0
@@ -97,12 +99,13 @@ def test_cache_of_a_seeds_first_tokens_serves_its_runs(setup, tmp_path, capsys):
     for batch in ("2", "4"):
         assert _run(["train", "--student", setup["spec"], "--teacher", setup["teacher"], "--teacher-cache",
                      str(cache), "--data", setup["data"], "--out", str(tmp_path / f"b{batch}"), "--tokens",
-                     str(8 * 16), "--seq-len", "16", "--batch-size", batch, "--seed", "3", "--dtype", "float32",
-                     "--no-progress", "--eval-windows", "2"]) == 0
+                     str(8 * 16), "--seq-len", "16", "--batch-size", batch, "--seed", "3", "--runtime.dtype", "float32",
+                     "--no-progress", "--validation.windows", "2"]) == 0
     capsys.readouterr()
     assert main(["train", "--student", setup["spec"], "--teacher", setup["teacher"], "--teacher-cache", str(cache),
               "--data", setup["data"], "--out", str(tmp_path / "other"), "--tokens", str(8 * 16), "--seq-len", "16",
-              "--batch-size", "2", "--seed", "4", "--dtype", "float32", "--no-progress", "--eval-windows", "2"]) == 2
+              "--batch-size", "2", "--seed", "4", "--runtime.dtype", "float32", "--no-progress",
+              "--validation.windows", "2"]) == 2
     assert "cache" in capsys.readouterr().err  # another seed draws other windows
 
 
@@ -116,8 +119,8 @@ def test_online_random_student_with_padded_teacher_vocab(setup, tmp_path, capsys
     tiny_tokenizer().save_pretrained(tmp_path / "padded")
     assert _run(["train", "--teacher", str(tmp_path / "padded"), "--student", "random:" + str(tmp_path / "padded"),
                  "--data", setup["data"], "--out", str(tmp_path / "run2"), "--tokens", str(4 * 2 * 16),
-                 "--seq-len", "16", "--batch-size", "2", "--dtype", "float32", "--no-progress", "--kd", "jsd",
-                 "--eval-windows", "2"]) == 0
+                 "--seq-len", "16", "--batch-size", "2", "--runtime.dtype", "float32", "--no-progress",
+                 "--kd.kind", "jsd", "--validation.windows", "2"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "run2" / "metrics.jsonl")]
     assert all(r["kd"] > 0 and r["loss"] < 20 for r in rows)
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "run2" / "student").config.vocab_size == 576
@@ -141,12 +144,12 @@ def test_data_of_another_tokenizer_is_refused(setup, tmp_path, capsys):
     data = prepare([str(src)], other, tmp_path / "other", tokenizer_source="other", val_frac=1, search_frac=1,
                    workers=1)
     code = _run(["train", "--teacher", setup["teacher"], "--student", setup["spec"], "--data", str(data),
-                 "--out", str(tmp_path / "run"), "--tokens", "64", "--seq-len", "8", "--no-progress"])
+                 "--out", str(tmp_path / "run"), "--tokens", "64", "--seq-len", "8", "--batch-size", "2",
+                 "--no-progress"])
     assert code == 2
     assert "was prepared with tokenizer" in capsys.readouterr().err
     with pytest.raises(DataError):
-        from headstart.training.build import check_data
-        from headstart.training.config import TrainConfig
+        from headstart.training.stage import check_data
 
-        cfg = TrainConfig(data=str(data), out=str(tmp_path / "x"), student="s", teacher="t")
-        check_data(cfg, load_teacher(setup["teacher"]), AutoModelForCausalLM.from_pretrained(setup["teacher"]), None)
+        check_data(str(data), load_teacher(setup["teacher"]), AutoModelForCausalLM.from_pretrained(setup["teacher"]),
+                   None)

@@ -93,7 +93,8 @@ def test_wsd_holds_the_peak_then_decays_linearly():
     steps = [b - a for a, b in zip(lrs[15:], lrs[16:])]
     assert max(steps) == pytest.approx(min(steps))  # linear
     cosine = config(Path("."), schedule={"warmup": 2})
-    assert lr_at(10, cosine.optim.lr, cosine.schedule, 20) < cosine.optim.lr  # the default still decays from the peak on
+    # the default still decays from the peak on
+    assert lr_at(10, cosine.optim.lr, cosine.schedule, 20) < cosine.optim.lr
 
 
 def _trainer(cfg, root, student_seed=1, hidden=False, resume=False):

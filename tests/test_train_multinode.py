@@ -26,8 +26,8 @@ def test_two_nodes_on_localhost_match_one_process(tmp_path):
     teacher = save_tiny_teacher("smollm2", tmp_path / "teacher")
     data = prepared_corpus(tmp_path)
     common = ["--teacher", str(teacher), "--student", f"random:{teacher}", "--data", str(data), "--tokens", "128",
-              "--seq-len", "16", "--dtype", "float32", "--no-progress", "--eval-windows", "2", "--kd", "forward",
-              "--fsdp"]
+              "--seq-len", "16", "--runtime.dtype", "float32", "--no-progress", "--validation.windows", "2",
+              "--kd.kind", "forward", "--runtime.fsdp"]
     assert main(["train", *common, "--out", str(tmp_path / "one"), "--batch-size", "4"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     endpoint = f"127.0.0.1:{_free_port()}"

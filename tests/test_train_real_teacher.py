@@ -10,9 +10,9 @@ from train_support import StandInLoader, config, out_dir
 
 from headstart.extraction import build_student
 from headstart.selection import from_sizes
-from headstart.training.student import load_student
 from headstart.training.kd_loss import KDConfig, chunked_kd_loss, kd_loss
 from headstart.training.loop import Trainer
+from headstart.training.student import load_student
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Sharded (DCP) checkpoints of FSDP2 runs: save with 2 processes, resume with 1, 2 and 4 (gloo, CPU).
 
-The whole path runs: ``headstart.training.build.run`` on a prepared corpus, a tiny teacher on disk,
+The whole path runs: ``headstart.training.stage.run`` on a prepared corpus, a tiny teacher on disk,
 the real :class:`~headstart.data.WindowLoader`, FSDP2 with a sharded teacher, export to a plain
 Hugging Face checkpoint.
 """
@@ -20,9 +20,9 @@ from tiny import prepared_corpus, save_tiny_teacher
 from transformers import AutoModelForCausalLM
 
 from headstart import parallel
-from headstart.training.build import run
+from headstart.config.train import TrainConfig, TrainPaths
+from headstart.training import stage
 from headstart.training.checkpoint import latest_checkpoint, list_checkpoints
-from headstart.training.config import TrainConfig
 from headstart.training.dcp import is_sharded, load_student_weights
 
 SEQ, GLOBAL_BATCH, STEPS = 16, 4, 4
@@ -43,12 +43,22 @@ def setup(tmp_path_factory) -> dict[str, str]:
     return {"teacher": str(teacher), "data": str(data), "root": str(root)}
 
 
-def _cfg(setup: dict[str, str], out: Path, world: int, resume: bool = False, **kw) -> TrainConfig:
-    base = dict(teacher=setup["teacher"], student=f"random:{setup['teacher']}", data=setup["data"], out=str(out),
-                tokens=STEPS * GLOBAL_BATCH * SEQ, seq_len=SEQ, batch_size=GLOBAL_BATCH // world, lr=3e-3,
-                min_lr=3e-4, warmup=1, eval_every=2, eval_windows=2, save_every=2, keep=3, dtype="float32",
-                progress=False, kd="forward", alpha=0.5, fsdp=True, resume=resume)
-    return TrainConfig(**{**base, **kw})
+def _cfg(world: int, **kw) -> TrainConfig:
+    """The run's options; ``kw`` sets top-level options or (as mappings) a section's options."""
+    base: dict = {"tokens": STEPS * GLOBAL_BATCH * SEQ, "seq_len": SEQ, "batch_size": GLOBAL_BATCH // world,
+                  "optim": {"lr": 3e-3}, "schedule": {"min_lr": 3e-4, "warmup": 1},
+                  "validation": {"every": 2, "windows": 2}, "checkpoint": {"every": 2, "keep": 3},
+                  "runtime": {"dtype": "float32", "fsdp": True}, "kd": {"kind": "forward", "alpha": 0.5}}
+    for key, value in kw.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    return TrainConfig(**base)
+
+
+def run(setup: dict[str, str], out: Path, world: int, resume: bool = False, **kw) -> None:
+    """Train ``out`` with :func:`_cfg`'s options (``kw`` over them) through the train stage."""
+    paths = TrainPaths(student=f"random:{setup['teacher']}", data=setup["data"], out=str(out),
+                       teacher=setup["teacher"], resume=resume)
+    stage.run(paths, _cfg(world, **kw))
 
 
 def _resume_from(src: Path, dst: Path) -> None:
@@ -67,7 +77,7 @@ def _worker(rank: int, world: int, port: int, jobs: list[tuple[dict[str, str], s
             if start and rank == 0:
                 _resume_from(Path(start), Path(out))
             parallel.barrier()
-            run(_cfg(setup, Path(out), world, resume=start is not None, **kw))
+            run(setup, Path(out), world, resume=start is not None, **kw)
     finally:
         parallel.destroy()
 
@@ -90,7 +100,7 @@ def test_reshard_save_2_resume_1_2_4(setup, tmp_path):
     (the same global batch) its losses continue those of the uninterrupted run within float tolerance."""
     straight, same = tmp_path / "two", tmp_path / "two-resumed"
     ckpt = straight / "checkpoints" / "step-00000002"
-    _spawn(2, [(setup, str(straight), None, {}), (setup, str(same), str(ckpt), {"async_save": True})])
+    _spawn(2, [(setup, str(straight), None, {}), (setup, str(same), str(ckpt), {"checkpoint": {"async_save": True}})])
     assert [p.name for p in list_checkpoints(straight)] == ["step-00000002", "step-00000004"]
     assert is_sharded(ckpt) and len(list(ckpt.glob("*.distcp"))) == 2  # each rank wrote its own shards
     assert not list((straight / "checkpoints").glob(".tmp-*"))
@@ -102,7 +112,7 @@ def test_reshard_save_2_resume_1_2_4(setup, tmp_path):
 
     one, four = tmp_path / "one", tmp_path / "four"
     _resume_from(ckpt, one)
-    run(_cfg(setup, one, 1, resume=True))  # this process, no process group
+    run(setup, one, 1, resume=True)  # this process, no process group
     _spawn(4, [(setup, str(four), str(ckpt), {})])
     for out in (one, four):
         rows = _rows(out)
@@ -127,10 +137,9 @@ def test_reshard_refuses_another_global_batch(setup, tmp_path):
     from headstart.errors import CheckpointError
 
     out = tmp_path / "run"
-    cfg = {**_cfg(setup, out, 1).to_dict(), "tokens": 2 * GLOBAL_BATCH * SEQ}
-    run(TrainConfig(**cfg))
+    run(setup, out, 1, tokens=2 * GLOBAL_BATCH * SEQ)
     with pytest.raises(CheckpointError, match="global_batch: 4 -> 2"):
-        run(TrainConfig(**{**cfg, "batch_size": 2, "resume": True}))
+        run(setup, out, 1, resume=True, tokens=2 * GLOBAL_BATCH * SEQ, batch_size=2)
 
 
 def _stall_second_save(setup: dict[str, str], out: str, marker: str) -> None:
@@ -150,7 +159,7 @@ def _stall_second_save(setup: dict[str, str], out: str, marker: str) -> None:
 
     dcp.FileSystemWriter = Stalling
     torch.set_num_threads(1)
-    run(_cfg(setup, Path(out), 1, save_every=1, eval_windows=0))
+    run(setup, Path(out), 1, checkpoint={"every": 1}, validation={"windows": 0})
 
 
 def test_reshard_kill9_during_save_keeps_previous(setup, tmp_path):
@@ -174,9 +183,9 @@ def test_reshard_kill9_during_save_keeps_previous(setup, tmp_path):
     assert list(debris.glob("*.distcp")) and not (debris / ".metadata").exists()
     assert [p.name for p in list_checkpoints(out)] == ["step-00000001"]
 
-    run(_cfg(setup, out, 1, save_every=1, eval_windows=0, resume=True))
+    run(setup, out, 1, resume=True, checkpoint={"every": 1}, validation={"windows": 0})
     straight = tmp_path / "straight"
-    run(_cfg(setup, straight, 1, save_every=1, eval_windows=0))
+    run(setup, straight, 1, checkpoint={"every": 1}, validation={"windows": 0})
     assert not debris.exists()
     assert [p.name for p in list_checkpoints(out)] == [f"step-{s:08d}" for s in (2, 3, 4)]
     want = _student(straight)

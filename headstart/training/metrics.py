@@ -116,8 +116,12 @@ def open_wandb(out: Path, project: str, name: str, group: str | None, config: di
         raise ConfigError("logging.wandb needs the wandb package: pip install wandb") from None
     id_file = out / "wandb_id.txt"
     run_id = id_file.read_text().strip() if resume and id_file.is_file() else None
-    run = wandb.init(project=project, name=name, group=group, config=config, dir=str(out), id=run_id,
-                     resume="allow" if run_id else None)
+    try:  # the mode is read here, not from a W&B session set up earlier in this process
+        run = wandb.init(project=project, name=name, group=group, config=config, dir=str(out), id=run_id,
+                         resume="allow" if run_id else None, mode=os.environ.get("WANDB_MODE") or None)
+    except wandb.errors.UsageError as e:
+        raise ConfigError(f"logging.wandb: W&B did not start ({e}); run `wandb login`, set WANDB_API_KEY, or "
+                          "set WANDB_MODE=offline") from None
     run.define_metric(axis)
     run.define_metric("*", step_metric=axis)
     if run_id is None:

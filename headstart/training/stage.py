@@ -8,6 +8,8 @@ Several processes: ``torchrun --nproc_per_node=N "$(which headstart)" train ...`
 from __future__ import annotations
 
 import importlib.util
+import netrc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,22 @@ def check_backends(logging: LoggingConfig) -> None:
                               ("logging.wandb", logging.wandb, "wandb")):
         if on and importlib.util.find_spec(package) is None:
             raise ConfigError(f"{flag} needs the {package} package: pip install {package}")
+    if logging.wandb and not wandb_credentials():
+        raise ConfigError("logging.wandb: no W&B login found; run `wandb login`, set WANDB_API_KEY, or set "
+                          "WANDB_MODE=offline")
+
+
+def wandb_credentials() -> bool:
+    """Whether W&B can start without asking: offline/disabled mode, an API key or identity token in the
+    environment, or a login in the netrc file (``wandb login`` writes it)."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    try:
+        return bool(netrc.netrc(os.environ.get("NETRC")).hosts)
+    except (OSError, netrc.NetrcParseError):
+        return False
 
 
 def check(paths: TrainPaths, cfg: TrainConfig) -> None:
