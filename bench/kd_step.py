@@ -64,9 +64,11 @@ def headstart_step(module, teacher, batch) -> float:
     x, y = batch[:, :-1], batch[:, 1:]
     with torch.no_grad():
         hidden = teacher.base_model(input_ids=x, use_cache=False).last_hidden_state.flatten(0, 1)
-    loss, _, _, _, _ = module(x, y, teacher_hidden=hidden, teacher_head=teacher.get_output_embeddings().weight)
-    loss.backward()
-    return float(loss)
+    from headstart.training.step import TeacherTargets
+
+    parts = module(x, y, TeacherTargets(hidden=hidden, head=teacher.get_output_embeddings().weight))
+    parts.loss.backward()
+    return float(parts.loss)
 
 
 def _setup(batch_size: int, seq_len: int, steps: int, alpha: float, t: float):

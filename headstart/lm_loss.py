@@ -22,15 +22,24 @@ DEFAULT_CHUNK = 2048
 
 
 @torch.no_grad()
-def chunked_ce_sum(logits_of: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor,
-                   chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, int]:
-    """``(float64 sum of CE, counted tokens)`` of hidden states ``[N, H]`` against ``targets`` ``[N]``
-    (entries equal to ``-100`` are ignored), the logits formed ``chunk`` tokens at a time."""
+def chunked_ce(logits_of: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor,
+               chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """The float64 sum of CE of hidden states ``[N, H]`` against ``targets`` ``[N]`` (``-100`` ignored),
+    the logits formed ``chunk`` tokens at a time; a tensor on ``hidden``'s device (no host sync)."""
     total = torch.zeros((), dtype=torch.float64, device=hidden.device)
     for i in range(0, targets.numel(), chunk):
         logits = logits_of(hidden[i:i + chunk]).float()
         total += F.cross_entropy(logits, targets[i:i + chunk], ignore_index=IGNORE_INDEX, reduction="sum").double()
-    return total, int((targets != IGNORE_INDEX).sum())
+    return total
+
+
+def chunked_ce_sum(logits_of: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor,
+                   chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, int]:
+    """``(float64 sum of CE, counted tokens)``: :func:`chunked_ce` and the count of targets not ``-100``.
+
+    ``logits_of`` is the family's logit transform (:meth:`~headstart.models.base.ModelAdapter.logits`,
+    soft-capping included), so capped families score as their own forward does."""
+    return chunked_ce(logits_of, hidden, targets, chunk), int((targets != IGNORE_INDEX).sum())
 
 
 @torch.no_grad()

@@ -252,6 +252,25 @@ def shard_fsdp(model: nn.Module, blocks: nn.ModuleList, *, root: bool = True,
     return model
 
 
+def is_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` or any of its submodules is FSDP2-sharded (its parameters are swapped in and out)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def forward_method(model: nn.Module, name: str) -> Callable[..., Any]:
+    """``model.<name>``, made to run like ``forward`` under FSDP2 (parameters gathered before, released
+    after); the method itself elsewhere. Registered once per module."""
+    from torch.distributed.fsdp import FSDPModule, register_fsdp_forward_method
+
+    flag = f"_headstart_forward_{name}"
+    if isinstance(model, FSDPModule) and not getattr(model, flag, False):
+        register_fsdp_forward_method(model, name)
+        setattr(model, flag, True)
+    return getattr(model, name)
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (FSDP2 modules are not wrapped)."""
     return getattr(model, "module", model)

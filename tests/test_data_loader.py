@@ -149,3 +149,19 @@ def test_truncated_shard_is_detected(tmp_path, data_dir):
     shard.write_bytes(shard.read_bytes()[:-2])
     with pytest.raises(DataError, match="truncated"):
         open_split(copy, "train")
+
+
+def test_prefetching_hands_out_the_same_batches_and_state(data_dir):
+    plain = WindowLoader(data_dir, "train", SEQ, 3, seed=5, prefetch=0)
+    ahead = WindowLoader(data_dir, "train", SEQ, 3, seed=5, prefetch=3)
+    assert all(torch.equal(x, y) for x, y in zip(take(plain, 6), take(ahead, 6)))
+    assert ahead.state_dict() == plain.state_dict()  # read-ahead does not move the position
+    it = iter(ahead)
+    first = next(it)
+    ahead.load_state_dict(plain.state_dict() | {"position": 0})  # moved while reads are in flight
+    assert torch.equal(next(it), take(WindowLoader(data_dir, "train", SEQ, 3, seed=5), 1)[0])
+    assert ahead.position == 3 and first.shape == (3, SEQ + 1)
+    bounded = WindowLoader(data_dir, "val", SEQ, 2, shuffle=False, epochs=1, prefetch=2)
+    assert len(list(bounded)) == bounded.windows_per_epoch // 2  # no read past the last epoch
+    with pytest.raises(ConfigError, match="prefetch"):
+        WindowLoader(data_dir, "train", SEQ, 3, prefetch=-1)

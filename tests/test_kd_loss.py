@@ -258,3 +258,56 @@ def test_chunked_under_bf16_autocast_runs_its_products_in_bf16_close_to_fp32(cfg
     torch.testing.assert_close(got.loss, want.loss, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(h.grad, gh, rtol=5e-2, atol=5e-3)
     torch.testing.assert_close(w.grad, gw, rtol=5e-2, atol=5e-3)
+
+
+def _cap(z: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return z if cap is None else cap * torch.tanh(z / cap)
+
+
+@pytest.mark.parametrize(("caps", "cfg"), [
+    ((3.0, 2.0), KDConfig("forward", alpha=0.3, temperature=1.0)),
+    ((3.0, None), KDConfig("forward", alpha=0.5, temperature=2.0)),
+    ((None, 2.5), KDConfig("reverse", alpha=0.4, temperature=1.5)),
+    ((2.0, 2.0), KDConfig("jsd", alpha=0.2, temperature=1.0, beta=0.3)),
+    ((1.5, None), KDConfig("none")),
+])
+def test_soft_capped_logits_match_autograd_on_the_capped_full_logits(caps, cfg):
+    """Final-logit soft-capping (Gemma 2: ``cap * tanh(z / cap)``) on either side, inside the chunked loss."""
+    cap, t_cap = caps
+    h, w, th, tw, labels = _problem()
+    h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    z, tz = _cap(h64 @ w64.t(), cap), _cap(th.double() @ tw.double().t(), t_cap)
+    want = kd_loss(z, labels, cfg, teacher_logits=tz)
+    gh, gw = torch.autograd.grad(want.loss, [h64, w64])
+    got = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, chunk=6, softcap=cap,
+                          teacher_softcap=t_cap)
+    torch.testing.assert_close(got.loss.double(), want.loss.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.kd_sum.double(), want.kd_sum.double(), rtol=1e-5, atol=1e-5)
+    got.loss.backward()
+    torch.testing.assert_close(h.grad.double(), gh, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(w.grad.double(), gw, rtol=1e-4, atol=1e-6)
+    plain = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, chunk=6)
+    assert abs(plain.loss.item() - got.loss.item()) > 1e-3  # the cap really changed the loss
+
+
+def test_soft_capped_student_against_a_cached_teacher():
+    h, w, th, tw, labels = _problem(ignore=False)
+    topk = _topk(th @ tw.t(), k=5)
+    cfg = KDConfig("forward", alpha=0.3, temperature=1.5)
+    h64, w64 = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+    want = kd_loss(_cap(h64 @ w64.t(), 2.0), labels, cfg, topk=topk)
+    gh = torch.autograd.grad(want.loss, h64)[0]
+    got = chunked_kd_loss(h, w, labels, cfg, topk=topk, chunk=7, softcap=2.0)
+    torch.testing.assert_close(got.loss.double(), want.loss.double(), rtol=1e-5, atol=1e-6)
+    got.loss.backward()
+    torch.testing.assert_close(h.grad.double(), gh, rtol=1e-4, atol=1e-6)
+
+
+def test_a_device_normalizer_gives_the_float_normalizer_bit_for_bit():
+    h, w, th, tw, labels = _problem()
+    cfg = KDConfig("forward", alpha=0.5)
+    a = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, normalizer=31.0, chunk=5)
+    ga = torch.autograd.grad(a.loss, [h, w])
+    b = chunked_kd_loss(h, w, labels, cfg, teacher_hidden=th, teacher_head=tw, normalizer=torch.tensor(31.0), chunk=5)
+    gb = torch.autograd.grad(b.loss, [h, w])
+    assert torch.equal(a.loss, b.loss) and all(torch.equal(x, y) for x, y in zip(ga, gb))

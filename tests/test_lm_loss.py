@@ -6,7 +6,6 @@ import pytest
 import torch
 from tiny import tiny_model
 
-from headstart.errors import SpecError
 from headstart.lm_loss import chunked_ce_sum, sum_cross_entropy
 from headstart.models import get_adapter
 
@@ -34,19 +33,27 @@ def test_ignored_targets_are_not_counted():
     assert n == 3 and float(s) == pytest.approx(float(ref))
 
 
-def test_adapter_applies_the_family_logit_transform_and_fused_losses_refuse_it():
+def test_adapter_applies_the_family_logit_transform():
     model = tiny_model("llama").eval()
     adapter = get_adapter(model.config)
     hidden = torch.randn(2, 3, model.config.hidden_size)
     plain = adapter.logits(model, hidden)
     assert adapter.logit_softcap is None
     assert torch.equal(plain, model.get_output_embeddings()(hidden))
-    adapter.check_linear_logits("training")  # linear: accepted
     model.config.final_logit_softcapping = 2.0
     capped = get_adapter(model.config)
     assert torch.allclose(capped.logits(model, hidden), 2.0 * torch.tanh(plain / 2.0))
-    with pytest.raises(SpecError, match="soft-capping"):
-        capped.check_linear_logits("training")
+
+
+def test_the_teacher_cache_keeps_the_capped_distribution():
+    from headstart.training.teacher_cache import topk_logprobs
+
+    hidden, head = torch.randn(5, 8), torch.randn(40, 8) * 3
+    lp, ids, rest = topk_logprobs(hidden, head, 4, 40, chunk=2, softcap=2.0)
+    full = torch.log_softmax(2.0 * torch.tanh(hidden @ head.t() / 2.0), -1)
+    want, want_ids = full.topk(4, -1)
+    assert torch.equal(ids, want_ids) and torch.allclose(lp, want, atol=1e-6)
+    assert torch.allclose(torch.logaddexp(lp.logsumexp(-1), rest), torch.zeros(5), atol=1e-5)
 
 
 def test_training_validation_fitness_and_eval_agree_to_the_last_bit():

@@ -45,6 +45,7 @@ def _train(root, world: int, rank: int, fsdp: bool, resume: bool = False, stop_a
     val = StandInLoader(stream[3500:], SEQ, 1).windows[:6]
     trainer = Trainer(cfg, tiny_llama(1), loader, out=out_dir(root), resume=resume, val_windows=val, vocab=VOCAB,
                       teacher=confident_teacher())
+    trainer.stop_poll_every = 2  # the ranks agree on a stop signal every 2 steps (and at the last)
 
     def on_step(t: Trainer) -> None:
         if t.counters.step == stop_at and rank == 0:  # one rank's SIGTERM stops every rank
@@ -99,8 +100,8 @@ def test_two_processes_match_one(tmp_path, fsdp):
 
 
 def test_two_processes_interrupted_and_resumed_match_uninterrupted(tmp_path):
-    """A 2-process DDP run stopped after step 1 (one rank's signal stops both) and resumed ends with
-    the weights of the uninterrupted 2-process run."""
+    """A 2-process DDP run signalled at step 1 (on one rank) stops both ranks at the next poll, step 2, and
+    resumed ends with the weights of the uninterrupted 2-process run."""
     runs = {}
     for name, phases in {"straight": [(False, None)], "resumed": [(False, 1), (True, None)]}.items():
         root = str(tmp_path / name)
@@ -109,7 +110,7 @@ def test_two_processes_interrupted_and_resumed_match_uninterrupted(tmp_path):
             mp.spawn(_worker, args=(2, _free_port(), root, False, resume, stop_at), nprocs=2, join=True)
             if stop_at:
                 ckpts = os.listdir(os.path.join(out_dir(Path(root)), "checkpoints"))
-                assert ckpts == [f"step-{stop_at:08d}"], ckpts
+                assert ckpts == [f"step-{stop_at + 1:08d}"], ckpts  # the ranks polled at step 2
         runs[name] = torch.load(os.path.join(root, "final.pt"), weights_only=True)
     for key, want in runs["straight"].items():
         assert torch.equal(runs["resumed"][key], want), key

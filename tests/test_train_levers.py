@@ -35,7 +35,7 @@ from headstart.training.hidden_loss import HiddenMap, hidden_loss_sum, hidden_ma
 from headstart.training.kd_loss import KDConfig
 from headstart.training.loop import Trainer, lr_at
 from headstart.training.stage import check
-from headstart.training.step import DistillModule, StepContext, teacher_signal
+from headstart.training.step import DistillModule, StepContext, teacher_targets
 
 SEQ = 16
 IDS = torch.randint(0, TINY_VOCAB, (2, 21), generator=torch.Generator().manual_seed(5))
@@ -56,10 +56,9 @@ def _hidden_sum(teacher: Teacher, spec: SubnetSpec, student, layers: str = "all"
                            hidden_layers=hidden.student_layers)
     ctx = StepContext(module, None, KDConfig("forward"), 1.0, torch.autocast("cpu", enabled=False),
                       teacher=teacher.model, hidden=hidden, hidden_weight=1.0)
-    signal_ = teacher_signal(ctx, IDS)
-    assert len(signal_["teacher_states"]) == len(hidden.student_layers)
-    _, _, _, hidden_sum, _ = module(IDS[:, :-1], IDS[:, 1:], **signal_)
-    return hidden_sum.item()
+    targets = teacher_targets(ctx, IDS)
+    assert len(targets.states) == len(hidden.student_layers)
+    return module(IDS[:, :-1], IDS[:, 1:], targets).hidden_sum.item()
 
 
 def test_exact_subnetwork_has_zero_hidden_loss():

@@ -9,12 +9,18 @@ without a gap. Step ``k`` takes the ``world_size * batch_size`` windows at posit
 ``[k * G, (k + 1) * G)`` of that sequence and rank ``r`` gets the ``r``-th block of ``batch_size``,
 so ranks never share a window within a step. The state is one number, the position, which means the
 same on every rank; restoring it replays exactly the windows an uninterrupted run would have seen.
+
+Reading is off the training step's critical path: a worker thread reads (and, with CUDA, pins) the
+next ``prefetch`` batches while the step computes. What a batch holds depends only on its position,
+so prefetching changes no batch, and the position advances only when a batch is handed out.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -42,6 +48,8 @@ class WindowLoader:
 
     With ``epochs=None`` (default) iteration never ends; with ``epochs=n`` it stops before the first
     step that would reach past ``n`` epochs. Iterating again continues where the last step ended.
+    ``prefetch`` batches are read ahead in a thread (0: read in the caller); ``pin_memory`` (default:
+    when CUDA is available) pins them, so the copy to the GPU can run asynchronously.
     """
 
     def __init__(
@@ -56,6 +64,8 @@ class WindowLoader:
         rank: int = 0,
         world_size: int = 1,
         epochs: int | None = None,
+        prefetch: int = 1,
+        pin_memory: bool | None = None,
     ):
         self.seq_len, self.batch_size = _positive("seq_len", seq_len), _positive("batch_size", batch_size)
         self.world_size = _positive("world_size", world_size)
@@ -73,6 +83,11 @@ class WindowLoader:
         self._key = self.stream.manifest.get("key")
         self._position = 0
         self._perms: dict[int, np.ndarray] = {}
+        self._perms_lock = threading.Lock()  # the reading thread and the caller share the permutation cache
+        if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
+            raise ConfigError(f"prefetch must be a non-negative integer, got {prefetch!r}")
+        self.prefetch = int(prefetch)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
 
     @property
     def global_batch(self) -> int:
@@ -90,12 +105,13 @@ class WindowLoader:
         return self._position
 
     def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._perms:
-            if len(self._perms) >= 2:
-                self._perms.pop(min(self._perms))
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perms[epoch] = rng.permutation(self.windows_per_epoch)
-        return self._perms[epoch]
+        with self._perms_lock:
+            if epoch not in self._perms:
+                if len(self._perms) >= 2:
+                    self._perms.pop(min(self._perms))
+                rng = np.random.default_rng([self.seed, epoch])
+                self._perms[epoch] = rng.permutation(self.windows_per_epoch)
+            return self._perms[epoch]
 
     def window_ids(self, start: int, count: int) -> np.ndarray:
         """Indices of the windows at positions ``[start, start + count)`` of the endless sequence."""
@@ -114,12 +130,33 @@ class WindowLoader:
         rows = [self.stream.read(int(i) * self.window, self.window) for i in ids]
         return torch.from_numpy(np.stack(rows).astype(np.int64))
 
+    def _batch_at(self, position: int) -> torch.Tensor:
+        """This rank's batch of the step that starts at ``position`` (pinned when asked)."""
+        batch = self.read_windows(self.window_ids(position + self.rank * self.batch_size, self.batch_size))
+        return batch.pin_memory() if self.pin_memory else batch
+
     def __iter__(self) -> Iterator[torch.Tensor]:
         limit = None if self.epochs is None else self.epochs * self.windows_per_epoch
-        while limit is None or self._position + self.global_batch <= limit:
-            ids = self.window_ids(self._position + self.rank * self.batch_size, self.batch_size)
-            self._position += self.global_batch
-            yield self.read_windows(ids)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="headstart-loader") if self.prefetch else None
+        ahead: dict[int, Future] = {}  # reads in flight, by the position they are for
+        try:
+            while limit is None or self._position + self.global_batch <= limit:
+                position = self._position  # read here, not cached: load_state_dict may have moved it
+                future = ahead.pop(position, None)
+                batch = future.result() if future is not None else self._batch_at(position)
+                self._position = position + self.global_batch
+                if pool is not None:
+                    wanted = [self._position + k * self.global_batch for k in range(self.prefetch)]
+                    wanted = [p for p in wanted if limit is None or p + self.global_batch <= limit]
+                    for stale in set(ahead) - set(wanted):
+                        ahead.pop(stale).cancel()
+                    for p in wanted:
+                        if p not in ahead:
+                            ahead[p] = pool.submit(self._batch_at, p)
+                yield batch
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's position and what it depends on (the same on every rank)."""

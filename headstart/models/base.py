@@ -135,12 +135,6 @@ class ModelAdapter(ABC):
         cap = self.logit_softcap
         return z if cap is None else cap * torch.tanh(z / cap)
 
-    def check_linear_logits(self, what: str) -> None:
-        """Refuse ``what`` (a fused loss over the head's weight) for a family whose logits are not linear."""
-        if self.logit_softcap is not None:
-            raise SpecError(f"{what} fuses the output head into the loss and does not support final-logit "
-                            f"soft-capping ({type(self.config).__name__}); this family is not supported for it yet")
-
     # -- shared behaviour ----------------------------------------------------------------------
     def validate(self, spec: SubnetSpec) -> SubnetSpec:
         """Generic index checks, the family's own constraints, and its config class's checks."""

@@ -1,27 +1,16 @@
-"""Distillation losses: pure functions, each checked against its textbook formula in the tests.
+"""The distillation training loss: ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)``.
 
-The training loss is ``alpha * CE + (1 - alpha) * T^2 * D(teacher || student)`` summed over valid
-tokens and divided by a ``normalizer`` (the global count of valid tokens), with ``D`` one of
+Summed over valid tokens and divided by a ``normalizer`` (the global count of valid tokens); ``D``
+is one of the divergences of :mod:`headstart.training.divergence` (forward, reverse, jsd), against
+online teacher logits or a cached top-k (:class:`TopK`). Two forms compute it:
 
-* ``forward``: KL(p || q) = sum_v p_v (log p_v - log q_v)
-* ``reverse``: KL(q || p) = sum_v q_v (log q_v - log p_v)
-* ``jsd``: generalised Jensen-Shannon, beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q
-
-where ``p = softmax(teacher_logits / T)`` and ``q = softmax(student_logits / T)``.
-
-Two forms compute it:
-
-* from full logits (:func:`kd_loss`, :func:`divergence`): plain autograd, for small vocabularies
-  and as the reference;
+* from full logits (:func:`kd_loss`): plain autograd, for small vocabularies and as the reference;
 * :func:`chunked_kd_loss`: from the final hidden states through the output heads, a chunk of
   tokens at a time. The gradient of each chunk's logits is computed analytically in the forward
   pass and folded straight into the gradients of the hidden states and head weights, so full
   ``[tokens x vocab]`` fp32 logits of student and teacher never exist, not even for backward.
-
-The teacher may also be a cached top-k (:class:`TopK`): its ``k`` largest log-probabilities at
-T=1, their token ids and the log of the remaining probability mass. The divergence is then taken
-over ``k + 1`` buckets (the ``k`` tokens and "everything else"), with the temperature applied to the
-bucket distribution; when ``k`` equals the vocabulary this is exactly the full-vocabulary loss.
+  Final-logit soft-capping (``cap * tanh(z / cap)``, Gemma 2) is applied to either side's logits
+  inside the chunk, its derivative folded into the gradient.
 """
 
 from __future__ import annotations
@@ -34,108 +23,29 @@ import torch.nn.functional as F
 
 from headstart.config.train import KDConfig
 from headstart.errors import ConfigError
+from headstart.training.divergence import (  # noqa: F401 (re-exported: the loss's public vocabulary)
+    TopK,
+    _divergence_and_pull,
+    _student_buckets,
+    _teacher_buckets,
+    divergence,
+    divergence_from_logprobs,
+    forward_kl,
+    jsd,
+    reverse_kl,
+    topk_divergence,
+)
 
 Tensor = torch.Tensor
 @dataclass
-class TopK:
-    """A cached teacher: top-k log-probabilities at T=1, token ids, log of the remaining mass."""
-
-    logp: Tensor  # [N, k] float (stored fp16)
-    index: Tensor  # [N, k] integer token ids
-    log_rest: Tensor  # [N] log(1 - sum exp(logp)), -inf when k covers the vocabulary
-
-
-@dataclass
 class LossParts:
-    """The differentiable loss and its detached parts (sums over valid tokens)."""
+    """The differentiable loss and its detached parts (sums over valid tokens), all on the loss's device."""
 
-    loss: Tensor  # scalar: (ce_weight * ce_sum + kd_weight * kd_sum) / normalizer
+    loss: Tensor  # scalar: (ce_weight * ce_sum + kd_weight * kd_sum [+ hidden_weight * hidden_sum]) / normalizer
     ce_sum: Tensor
     kd_sum: Tensor
     n_tokens: Tensor
-
-
-# -- divergences over (log-)distributions ---------------------------------------------------------
-def _mul0(p: Tensor, x: Tensor) -> Tensor:
-    """``p * x`` with ``0 * anything = 0`` (so that empty buckets contribute nothing)."""
-    return torch.where(p > 0, p * torch.where(p > 0, x, torch.zeros_like(x)), torch.zeros_like(p))
-
-
-def divergence_from_logprobs(lp: Tensor, lq: Tensor, kind: str, beta: float = 0.5) -> Tensor:
-    """Per-row D(p || q) from teacher log-probs ``lp`` and student log-probs ``lq`` (last dim)."""
-    p, q = lp.exp(), lq.exp()
-    if kind == "forward":
-        return _mul0(p, lp - lq).sum(-1)
-    if kind == "reverse":
-        return _mul0(q, lq - lp).sum(-1)
-    if kind == "jsd":
-        lm = torch.logaddexp(math.log(beta) + lp, math.log(1 - beta) + lq)
-        return beta * _mul0(p, lp - lm).sum(-1) + (1 - beta) * _mul0(q, lq - lm).sum(-1)
-    raise ConfigError(f"unknown divergence {kind!r}; use forward, reverse or jsd")
-
-
-def _divergence_and_pull(lp: Tensor, lq: Tensor, q: Tensor, kind: str, beta: float,
-                         safe: bool) -> tuple[Tensor, Tensor]:
-    """D per row and ``H_j = Q_j * dD/dQ_j`` per bucket (constants dropped: they cancel below).
-
-    The gradient of D with respect to the student logits at temperature T is then
-    ``(h - q * sum(H)) / T`` where ``h`` spreads ``H`` over the tokens of each bucket. ``safe``
-    guards against empty buckets (log-prob -inf); full-vocabulary log-softmaxes are always finite.
-    """
-    mul = _mul0 if safe else torch.mul
-    if kind == "forward":
-        p = lp.exp()
-        return mul(p, lp - lq).sum(-1), p.neg_()
-    if kind == "reverse":
-        term = mul(q, lq - lp)
-        return term.sum(-1), term
-    lm = torch.logaddexp(math.log(beta) + lp, math.log(1 - beta) + lq)
-    q_term = mul(q, lq - lm)
-    d = beta * mul(lp.exp(), lp - lm).sum(-1) + (1 - beta) * q_term.sum(-1)
-    return d, q_term.mul_(1 - beta)
-
-
-def divergence(student_logits: Tensor, teacher_logits: Tensor, kind: str, temperature: float = 1.0,
-               beta: float = 0.5) -> Tensor:
-    """Per-token D(teacher || student) at ``temperature`` from full logits ``[..., V]`` (autograd)."""
-    lq = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    lp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return divergence_from_logprobs(lp, lq, kind, beta)
-
-
-def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Per-token KL(p_teacher || q_student) at ``temperature``."""
-    return divergence(student_logits, teacher_logits, "forward", temperature)
-
-
-def reverse_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """Per-token KL(q_student || p_teacher) at ``temperature``."""
-    return divergence(student_logits, teacher_logits, "reverse", temperature)
-
-
-def jsd(student_logits: Tensor, teacher_logits: Tensor, beta: float = 0.5, temperature: float = 1.0) -> Tensor:
-    """Per-token generalised Jensen-Shannon divergence with teacher weight ``beta``."""
-    return divergence(student_logits, teacher_logits, "jsd", temperature, beta)
-
-
-def _teacher_buckets(topk: TopK, temperature: float) -> Tensor:
-    """Teacher log-probs over k + 1 buckets at ``temperature``: [N, k + 1]."""
-    logits = torch.cat([topk.logp.float(), topk.log_rest.float().unsqueeze(-1)], dim=-1)
-    return F.log_softmax(logits / temperature, dim=-1)
-
-
-def _student_buckets(lq: Tensor, index: Tensor) -> tuple[Tensor, Tensor]:
-    """Student log-probs over the teacher's k + 1 buckets, and ``lq`` with the top-k masked out."""
-    masked = lq.scatter(-1, index, float("-inf"))
-    return torch.cat([lq.gather(-1, index), torch.logsumexp(masked, -1, keepdim=True)], dim=-1), masked
-
-
-def topk_divergence(student_logits: Tensor, topk: TopK, kind: str, temperature: float = 1.0,
-                    beta: float = 0.5) -> Tensor:
-    """Per-token D(cached teacher || student) over the k + 1 buckets, from full student logits."""
-    lq = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    lq_b, _ = _student_buckets(lq, topk.index.long())
-    return divergence_from_logprobs(_teacher_buckets(topk, temperature), lq_b, kind, beta)
+    hidden_sum: Tensor | None = None  # the hidden-state term's sum, when the step adds one
 
 
 def kd_loss(student_logits: Tensor, labels: Tensor, cfg: KDConfig, *, teacher_logits: Tensor | None = None,
@@ -190,6 +100,7 @@ def _kd_grad(lq: Tensor, q: Tensor, teacher_zt: Tensor | None, topk: TopK | None
     return d, pull.sub_(q * pull.sum(-1, keepdim=True))
 
 
+
 def _forward_kl_chunk(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int,
                       teacher_zt: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_chunk_grad` for forward KL against online teacher logits, in few passes.
@@ -222,8 +133,6 @@ def _forward_kl_chunk(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int,
         grad[:, :vocab].add_(grad_kd)
     del p
     grad.scatter_add_(-1, safe, torch.full(safe.shape, -w_ce, dtype=grad.dtype, device=grad.device))
-    if not bool(valid.all()):
-        grad.mul_(valid.unsqueeze(-1))
     return ce, kd, grad
 
 
@@ -232,7 +141,8 @@ def _chunk_grad(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int, teacher_zt
     """CE sum, divergence sum and d(ce_weight*CE + kd_weight*D)/dz for one chunk of logits z [c, Vs].
 
     The gradient is ``w_ce * (softmax(z) - onehot) + (w_kd / T) * dD/d(z/T)``; ``teacher_zt`` is the
-    teacher's chunk of logits already divided by T.
+    teacher's chunk of logits already divided by T. Rows of ignored tokens are left as they come
+    (the caller zeroes their contribution where it costs [c, H], not [c, V]).
     """
     if cfg.uses_teacher and cfg.kind == "forward" and topk is None:
         return _forward_kl_chunk(z, labels, cfg, vocab, teacher_zt)
@@ -259,63 +169,112 @@ def _chunk_grad(z: Tensor, labels: Tensor, cfg: KDConfig, vocab: int, teacher_zt
         if cfg.uses_teacher:
             grad[:, :vocab].add_(g, alpha=cfg.kd_weight / t)
     grad.scatter_add_(-1, safe, torch.full_like(lse, -w_ce))
-    if not bool(valid.all()):
-        grad.mul_(valid.unsqueeze(-1))
     return ce, kd, grad
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every chunk of one loss call shares."""
+
+    cfg: KDConfig
+    vocab: int
+    chunk: int
+    softcap: float | None  # the student's final-logit soft-capping
+    teacher_softcap: float | None
+
+
+def _capped(z: Tensor, cap: float | None, scale: float = 1.0) -> tuple[Tensor, Tensor | None]:
+    """``scale * cap * tanh(z / cap)`` in place of ``z`` and its slope ``1 - tanh^2`` (``z * scale``, None
+    without a cap)."""
+    if cap is None:
+        return (z if scale == 1.0 else z.mul_(scale)), None
+    t = z.div_(cap).tanh_()
+    slope = torch.mul(t, t).neg_().add_(1.0)
+    return t.mul_(cap * scale), slope
+
+
+class _Accumulator:
+    """The gradients of the hidden states, head weight and bias, filled chunk by chunk.
+
+    Ignored tokens are masked on the ``[N, H]`` side: their rows of the hidden states (for the
+    head's gradient) and of the hidden states' gradient are zero, so no ``[c, V]`` pass masks them.
+    """
+
+    def __init__(self, h: Tensor, h_c: Tensor, w: Tensor, b: Tensor | None, valid: Tensor,
+                 need: tuple[bool, bool, bool]):
+        self.need_h, self.need_w, self.need_b = need
+        self.keep = valid.unsqueeze(-1).to(h_c.dtype)
+        self.h_w = h_c * self.keep if self.need_w else None
+        self.grad_h = torch.empty_like(h) if self.need_h else None
+        # fp32 accumulates in place through addmm; other dtypes start from the first chunk's product
+        self.fp32 = h_c.dtype == torch.float32
+        self.grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if self.need_w and self.fp32 else None
+        self.grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if self.need_b else None
+
+    def add(self, g: Tensor, w_c: Tensor, s: int, e: int, normalizer: Tensor) -> None:
+        """Fold one chunk's logit gradient ``g`` [e - s, V] (in the compute dtype) into the gradients."""
+        if self.need_h:
+            self.grad_h[s:e] = (g @ w_c).div_(normalizer).mul_(self.keep[s:e])
+        if self.need_w:
+            if self.fp32:
+                self.grad_w.addmm_(g.t(), self.h_w[s:e])
+            elif self.grad_w is None:
+                self.grad_w = (g.t() @ self.h_w[s:e]).float()
+            else:
+                self.grad_w.add_(g.t() @ self.h_w[s:e])
+        if self.need_b:
+            self.grad_b += (g * self.keep[s:e]).sum(0, dtype=torch.float32)
+
+    def finish(self, normalizer: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The three gradients of the loss (``None`` where not needed)."""
+        for grad in (self.grad_w, self.grad_b):
+            if grad is not None:
+                grad.div_(normalizer)
+        return self.grad_h, self.grad_w, self.grad_b
 
 
 class _ChunkedLoss(torch.autograd.Function):
     """Loss through the output head, chunk by chunk; gradients are formed during the forward."""
 
     @staticmethod
-    def forward(ctx, h, w, b, teacher_h, teacher_w, labels, topk_logp, topk_index, topk_rest,
-                cfg, vocab, normalizer, chunk):
-        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
-        # the head's matrix products run in the autocast dtype when autocast is on (bf16 on CPUs with
-        # AVX512-BF16 and on GPUs: 4.5x faster than fp32 on a 2-core Zen 4); the softmax arithmetic stays fp32
+    def forward(ctx, h, w, b, teacher_h, teacher_w, labels, topk_logp, topk_index, topk_rest, plan, normalizer):
+        cfg, n = plan.cfg, h.shape[0]
+        # the head's matrix products run in the autocast dtype when autocast is on; the softmax arithmetic in fp32
         dev = h.device.type
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else h.dtype
         h_c, w_c = h.to(cdt), w.to(cdt)
         th_c = tw_c = None
-        if teacher_h is not None:  # the teacher's logits at temperature T: scale [N, H], not [N, V]
-            th_c = (teacher_h * (1.0 / cfg.temperature)).to(cdt)
-            tw_c = teacher_w.to(cdt)
-        grad_h = torch.empty_like(h) if need_h else None
-        grad_w = torch.zeros(w.shape, dtype=torch.float32, device=w.device) if need_w else None
-        grad_b = torch.zeros(w.shape[0], dtype=torch.float32, device=w.device) if need_b else None
+        if teacher_h is not None:  # uncapped, the teacher's logits at T come from scaling [N, H], not [N, V]
+            th_c = teacher_h if plan.teacher_softcap is not None else teacher_h * (1.0 / cfg.temperature)
+            th_c, tw_c = th_c.to(cdt), teacher_w.to(cdt)
+        acc = _Accumulator(h, h_c, w, b, labels != cfg.ignore_index, ctx.needs_input_grad[:3])
         ce_sum = torch.zeros((), dtype=torch.float32, device=h.device)
         kd_sum = torch.zeros_like(ce_sum)
         # logits land in two reused buffers: fresh [chunk, V] allocations per chunk cost ~10% on CPU
-        rows = min(chunk, h.shape[0])
+        rows = min(plan.chunk, n)
         z_buf = h_c.new_empty(rows, w.shape[0])
         tz_buf = th_c.new_empty(rows, tw_c.shape[0]) if th_c is not None else None
-        for s in range(0, h.shape[0], chunk):
-            e = min(s + chunk, h.shape[0])
+        for s in range(0, n, plan.chunk):
+            e = min(s + plan.chunk, n)
             z = torch.mm(h_c[s:e], w_c.t(), out=z_buf[: e - s]).float()
-            z = z if b is None else z.add_(b.float())
-            tz = None if th_c is None else torch.mm(th_c[s:e], tw_c.t(), out=tz_buf[: e - s]).float()
+            z, slope = _capped(z if b is None else z.add_(b.float()), plan.softcap)
+            tz = None
+            if th_c is not None:
+                tz = torch.mm(th_c[s:e], tw_c.t(), out=tz_buf[: e - s]).float()
+                if plan.teacher_softcap is not None:
+                    tz, _ = _capped(tz, plan.teacher_softcap, 1.0 / cfg.temperature)
             topk = TopK(topk_logp[s:e], topk_index[s:e], topk_rest[s:e]) if topk_logp is not None else None
-            ce, kd, g = _chunk_grad(z, labels[s:e], cfg, vocab, tz, topk)
+            ce, kd, g = _chunk_grad(z, labels[s:e], cfg, plan.vocab, tz, topk)
             del z, tz
+            if slope is not None:
+                g.mul_(slope)
             ce_sum += ce
             kd_sum += kd
-            g = g.to(cdt)
-            if need_h:
-                grad_h[s:e] = (g @ w_c).div_(normalizer)
-            if need_w:
-                if cdt == torch.float32:
-                    grad_w.addmm_(g.t(), h_c[s:e])
-                else:
-                    grad_w.add_(g.t() @ h_c[s:e])
-            if need_b:
-                grad_b += g.sum(0, dtype=torch.float32)
+            acc.add(g.to(cdt), w_c, s, e, normalizer)
         loss = (cfg.ce_weight * ce_sum + cfg.kd_weight * kd_sum) / normalizer
-        if need_w:
-            grad_w.div_(normalizer)
-        if need_b:
-            grad_b.div_(normalizer)
-        ctx.save_for_backward(*(t for t in (grad_h, grad_w, grad_b) if t is not None))
-        ctx.which = (need_h, need_w, need_b)
+        grads = acc.finish(normalizer)
+        ctx.save_for_backward(*(t for t in grads if t is not None))
+        ctx.which = tuple(t is not None for t in grads)
         ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
         ctx.mark_non_differentiable(ce_sum, kd_sum)
         return loss, ce_sum, kd_sum
@@ -325,20 +284,22 @@ class _ChunkedLoss(torch.autograd.Function):
         saved = iter(ctx.saved_tensors)
         out = []
         for need, dtype in zip(ctx.which, ctx.dtypes):
-            out.append((next(saved) * grad_loss).to(dtype) if need else None)
-        return (*out, None, None, None, None, None, None, None, None, None, None)
+            out.append(next(saved).mul_(grad_loss).to(dtype) if need else None)  # ours alone: scaled in place
+        return (*out, None, None, None, None, None, None, None, None)
 
 
 def chunked_kd_loss(hidden: Tensor, head: torch.nn.Module | Tensor, labels: Tensor, cfg: KDConfig, *,
                     teacher_hidden: Tensor | None = None, teacher_head: torch.nn.Module | Tensor | None = None,
-                    topk: TopK | None = None, normalizer: float | None = None, vocab: int | None = None,
-                    chunk: int | None = None) -> LossParts:
+                    topk: TopK | None = None, normalizer: float | Tensor | None = None, vocab: int | None = None,
+                    chunk: int | None = None, softcap: float | None = None,
+                    teacher_softcap: float | None = None) -> LossParts:
     """The loss from final hidden states ``[N, H]`` through the output head, chunk by chunk.
 
     ``head`` is the student's output layer (a Linear or its weight ``[Vs, H]``); the teacher is
-    either ``teacher_hidden`` ``[N, Ht]`` with ``teacher_head``, or a cached ``topk``. Equal in
-    value and gradient to :func:`kd_loss` on the full logits; peak memory is a few
-    ``[chunk, vocab]`` fp32 buffers.
+    either ``teacher_hidden`` ``[N, Ht]`` with ``teacher_head``, or a cached ``topk``. ``softcap`` /
+    ``teacher_softcap``: each side's final-logit soft-capping. Equal in value and gradient to
+    :func:`kd_loss` on the (capped) full logits; peak memory is a few ``[chunk, vocab]`` fp32 buffers.
+    ``normalizer`` may be a tensor on the device (then nothing here waits for the host).
     """
     w, b = (head, None) if isinstance(head, Tensor) else (head.weight, head.bias)
     tw = None
@@ -352,11 +313,12 @@ def chunked_kd_loss(hidden: Tensor, head: torch.nn.Module | Tensor, labels: Tens
             teacher_hidden = None
     else:
         teacher_hidden, topk = None, None
-    vocab = vocab or w.shape[0]
-    valid = labels != cfg.ignore_index
-    n = valid.sum()
-    norm = float(normalizer) if normalizer is not None else float(max(1, int(n)))
-    chunk = chunk or default_chunk(w.shape[0])
+    n = (labels != cfg.ignore_index).sum()
+    if normalizer is None:
+        norm = n.clamp_min(1).to(torch.float32)
+    else:
+        norm = torch.as_tensor(normalizer, dtype=torch.float32, device=hidden.device)
+    plan = _Plan(cfg, vocab or w.shape[0], chunk or default_chunk(w.shape[0]), softcap, teacher_softcap)
     tk = (topk.logp, topk.index, topk.log_rest) if topk is not None else (None, None, None)
-    loss, ce, kd = _ChunkedLoss.apply(hidden, w, b, teacher_hidden, tw, labels, *tk, cfg, vocab, norm, chunk)
+    loss, ce, kd = _ChunkedLoss.apply(hidden, w, b, teacher_hidden, tw, labels, *tk, plan, norm)
     return LossParts(loss, ce, kd, n)

@@ -62,6 +62,9 @@ class Trainer:
     ``hidden`` maps the student's layers and channels to the teacher's (``--hidden-weight``).
     """
 
+    #: Several ranks agree on a stop signal every this many steps (:meth:`_should_stop`).
+    stop_poll_every = 10
+
     def __init__(self, cfg: TrainConfig, student: nn.Module, loader: Any, *, out: str | Path, resume: bool = False,
                  val_windows: torch.Tensor | None, vocab: int, teacher: nn.Module | None = None, cache: Any = None,
                  flops: dict[str, int] | None = None, hidden: HiddenMap | None = None,
@@ -176,17 +179,24 @@ class Trainer:
         if self._iter is None:
             self._iter = iter(self.loader)
         try:
-            return next(self._iter).to(self.device)
+            return next(self._iter).to(self.device, non_blocking=True)
         except StopIteration:  # a new epoch
             self._iter = iter(self.loader)
-            return next(self._iter).to(self.device)
+            return next(self._iter).to(self.device, non_blocking=True)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         log.warning("received %s: will checkpoint after this step and stop", signal.Signals(signum).name)
         self._stop = True
 
-    def _should_stop(self) -> bool:
-        flag = parallel.all_reduce_sum(torch.tensor([1.0 if self._stop else 0.0]))
+    def _should_stop(self, last: bool) -> bool:
+        """Whether a signal asks every rank to stop after this step. One process reads its own flag every
+        step; several ranks agree through an all-reduce (a host sync) every ``stop_poll_every`` steps and
+        at the run's ``last`` step, so a signal stops them all at the same step, at most that many late."""
+        if self.world == 1:
+            return self._stop
+        if not last and self.counters.step % self.stop_poll_every:
+            return False
+        flag = parallel.all_reduce_sum(torch.tensor([1.0 if self._stop else 0.0], device=self.device))
         return bool(flag.item() > 0)
 
     def start(self) -> None:
@@ -261,8 +271,8 @@ class Trainer:
             report(self.progress, "train", c.step, self.total_steps, _status(row))
             if on_step is not None:
                 on_step(self)
-            stop = self._should_stop()
             reached = c.target_step is not None
+            stop = self._should_stop(last=reached or c.step == self.total_steps)
             save_every = cfg.checkpoint.every
             if stop or reached or (save_every > 0 and c.step % save_every == 0) or c.step == self.total_steps:
                 self.save()

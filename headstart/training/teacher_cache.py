@@ -55,9 +55,10 @@ def index_dtype(vocab: int) -> np.dtype:
 
 
 @torch.no_grad()
-def topk_logprobs(hidden: torch.Tensor, head: torch.Tensor, k: int, vocab: int,
-                  chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k log-probs, ids and log remaining mass from hidden states [N, H] through ``head`` [V, H].
+def topk_logprobs(hidden: torch.Tensor, head: torch.Tensor, k: int, vocab: int, chunk: int | None = None,
+                  softcap: float | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k log-probs, ids and log remaining mass from hidden states [N, H] through ``head`` [V, H]
+    (``softcap``: the family's final-logit soft-capping, ``cap * tanh(z / cap)``, applied first).
 
     Computed a chunk of tokens at a time, so full [N x V] fp32 logits never exist.
     """
@@ -65,6 +66,8 @@ def topk_logprobs(hidden: torch.Tensor, head: torch.Tensor, k: int, vocab: int,
     out_lp, out_id, out_rest = [], [], []
     for s in range(0, hidden.shape[0], chunk):
         logits = F.linear(hidden[s:s + chunk], head.to(hidden.dtype)).float()[:, :vocab]
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap).mul_(softcap)
         lp = F.log_softmax(logits, dim=-1)
         vals, ids = lp.topk(k, dim=-1)
         rest = lp.scatter_(-1, ids, float("-inf")).logsumexp(-1)
@@ -127,7 +130,6 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
     from headstart.models import get_adapter
 
     adapter = get_adapter(teacher.config)
-    adapter.check_linear_logits("the teacher top-k cache")
     head = adapter.output_head(teacher).weight
     device = head.device
     with atomic_dir(out) as tmp:
@@ -141,7 +143,7 @@ def build_cache(teacher: torch.nn.Module, batches: Iterable[torch.Tensor], out_d
                     break
             with torch.no_grad(), autocast or torch.autocast("cpu", enabled=False):
                 hidden = adapter.hidden_states(teacher, batch[:, :-1].to(device))
-            lp, ids, rest = topk_logprobs(hidden.flatten(0, 1), head, k, vocab)
+            lp, ids, rest = topk_logprobs(hidden.flatten(0, 1), head, k, vocab, softcap=adapter.logit_softcap)
             shape = (batch.shape[0], seq_len)
             writer.add(window_keys(batch), lp.view(*shape, k).cpu().numpy(), ids.view(*shape, k).cpu().numpy(),
                        rest.view(shape).cpu().numpy())
