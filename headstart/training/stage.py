@@ -92,7 +92,7 @@ def run(paths: TrainPaths, cfg: TrainConfig, teacher: Any = None, progress: Prog
     checkpoint.
     """
     check(paths, cfg)
-    started = parallel.init()
+    started = not parallel.is_distributed() and parallel.init()  # a caller's group stays up
     try:
         result = _train(paths, cfg, teacher, progress)
         parallel.barrier()  # every rank done (rank 0 exports) before the group goes down
