@@ -228,7 +228,7 @@ def _load_config(src: Source, kwargs: dict):
         config = AutoConfig.from_pretrained(src.path, **cfg_kwargs)
     except StrictDataclassError as exc:
         raise config_error(_config_file(src), exc) from None
-    except _remote_errors(kwargs) as exc:
+    except _load_errors(kwargs) as exc:
         raise _load_error(src, exc, kwargs) from None
     check_config(config, _config_file(src))
     if src.kind == "dir":
@@ -236,7 +236,7 @@ def _load_config(src: Source, kwargs: dict):
     return config
 
 
-def _remote_errors(kwargs: dict) -> tuple[type[BaseException], ...]:
+def _load_errors(kwargs: dict) -> tuple[type[BaseException], ...]:
     """What loading may raise: the libraries' errors, a damaged GGUF's ``struct.error``, and with remote
     code on, what importing that code raises."""
     from safetensors import SafetensorError
@@ -260,7 +260,7 @@ def _load_model(src: Source, kwargs: dict) -> PreTrainedModel:
                 src.path, **kwargs, output_loading_info=True, ignore_mismatched_sizes=True)
     except StrictDataclassError as exc:
         raise config_error(_config_file(src), exc) from None
-    except _remote_errors(kwargs) as exc:
+    except _load_errors(kwargs) as exc:
         raise _load_error(src, exc, kwargs) from None
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -138,6 +138,20 @@ def test_an_eos_changed_consistently_is_caught_by_the_stream_end(copy):
     _one_line(err)
 
 
+def test_fields_altered_together_are_caught_against_the_tokenizer(copy, tok):
+    from headstart.data import check_tokenizer
+
+    check_tokenizer(copy, tok)
+
+    def other_eos(m):
+        m["eos_id"] = m["tokenizer"]["eos_id"] = 1
+
+    _edit_manifest(copy, other_eos)
+    with pytest.raises(DataError, match="records eos_id 1 but its tokenizer has 0") as err:
+        check_tokenizer(copy, tok)
+    _one_line(err)
+
+
 def test_a_binary_manifest_is_one_line(copy):
     (copy / "manifest.json").write_bytes(bytes(range(256)) * 4)
     with pytest.raises(DataError, match="is corrupt") as err:
