@@ -37,3 +37,15 @@ class Interrupted(HeadstartError):
 
 class UnsafePathError(DataError):
     """A ``file`` entry of a manifest or cache points outside its directory (absolute path, ``..``)."""
+
+
+class OutputError(HeadstartError):
+    """An output cannot be written where it was asked for (a special file, a link out of ``--out``, a full disk)."""
+
+
+class OutputLockedError(OutputError):
+    """Another process is writing the same output directory (it holds its lock)."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or quota) filled up while an output was written; nothing partial was kept."""

@@ -54,14 +54,19 @@ def sample(model: PreTrainedModel, tokenizer: Any, prompts: list[str] | tuple[st
     return out
 
 
-def load_checkpoint_dir(path: str | os.PathLike[str]) -> tuple[PreTrainedModel, Any]:
-    """An exported student (or any supported HF directory) and its tokenizer, read safely (no remote code)."""
+def load_checkpoint_dir(path: str | os.PathLike[str], require_tokenizer: bool = False) -> tuple[PreTrainedModel, Any]:
+    """An exported student (or any supported HF directory) and its tokenizer, read safely (no remote code).
+
+    The config and weights are checked against each other (:mod:`headstart.integrity`); with
+    ``require_tokenizer`` a checkpoint without tokenizer files is refused in one line.
+    """
     from headstart.teacher import load_model, load_tokenizer
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a checkpoint directory (no config.json)")
-    return load_model(path).eval(), load_tokenizer(path)
+    tokenizer = load_tokenizer(path, require=require_tokenizer)
+    return load_model(path).eval(), tokenizer
 
 
 def text_windows(tokenizer: Any, text: str, seq_len: int, n: int) -> torch.Tensor:

@@ -6,6 +6,11 @@ and renamed over its final name; a directory is built in a temporary sibling and
 failure the temporary is removed. A temporary's name carries the writer's process id and host
 (``.NAME.tmp-PID-HOST-RANDOM``), so :func:`remove_stale_temps` can tell the leftovers of a killed
 process from the work of a live one.
+
+Nothing is written onto an existing device node, FIFO or socket (:func:`check_target`), nor through a
+symbolic link inside an output tree (:func:`check_output_tree`, :func:`output_path`); a full disk is one
+:class:`~headstart.errors.DiskFullError` line whatever library did the write; :func:`output_lock`
+(from :mod:`headstart.locking`) keeps a second writer out of an output directory.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
-from headstart.errors import UnsafePathError
+from headstart.errors import DiskFullError, OutputError, UnsafePathError
+from headstart.locking import LOCK_NAME as LOCK_NAME  # re-exported: the lock is part of the write path
+from headstart.locking import lock_holder as lock_holder
+from headstart.locking import output_lock as output_lock
 
 PathLike = str | os.PathLike[str]
 
@@ -62,6 +71,7 @@ def atomic_file(path: PathLike, *, binary: bool = False) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on a clean exit fsync it and rename it over
     ``path``; on any failure remove it (``path`` is then untouched)."""
     path = Path(path)
+    check_target(path, "file")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
@@ -70,10 +80,110 @@ def atomic_file(path: PathLike, *, binary: bool = False) -> Iterator[IO[Any]]:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, path.parent)
         tmp.unlink(missing_ok=True)
+        if full:
+            raise _disk_full_error(path, exc) from exc
         raise
     _fsync_dir(path.parent)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISREG, "a regular file"), (stat.S_ISLNK, "a symbolic link"),
+          (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def check_target(path: PathLike, kind: str = "file") -> None:
+    """Refuse to write ``path`` when it exists and is not what the writer replaces, before anything is written.
+
+    ``kind`` is ``"file"`` (a regular file, or a symbolic link, which the rename replaces without following
+    it), ``"regular"`` (a regular file only: for writers that append in place, which would follow a link)
+    or ``"directory"`` (a real directory, not a link). A device node, FIFO or socket is never replaced.
+    Raises :class:`~headstart.errors.OutputError`.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    allowed = {"file": (stat.S_ISREG, stat.S_ISLNK), "regular": (stat.S_ISREG,), "directory": (stat.S_ISDIR,)}[kind]
+    if not any(test(mode) for test in allowed):
+        want = "a directory" if kind == "directory" else "a regular file"
+        raise OutputError(f"refusing to write {path}: it exists and is {_kind(mode)}, not {want}; "
+                          f"give the path of {want} or a new name")
+
+
+def check_output_tree(root: PathLike, what: str = "--out") -> None:
+    """Refuse an output tree that holds a symbolic link anywhere below ``root`` (``root`` itself may be one).
+
+    Writers that add to an existing output directory call this first, so that nothing is written (or
+    deleted) through a link that leads out of ``root``. Raises :class:`~headstart.errors.OutputError`
+    naming the first link.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return
+    for dirpath, dirnames, filenames in os.walk(root):  # never descends into linked directories
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                raise OutputError(_link_message(root, path, what))
+
+
+def output_path(root: PathLike, relative: PathLike, what: str = "--out") -> Path:
+    """``root / relative`` after checking that no existing component below ``root`` is a symbolic link
+    (so a write there stays inside ``root``); raises :class:`~headstart.errors.OutputError`."""
+    root, relative = Path(root), Path(relative)
+    if relative.is_absolute() or ".." in relative.parts:
+        raise OutputError(f"{relative} is not a path inside {what} {root}")
+    path = root
+    for part in relative.parts:
+        path = path / part
+        if path.is_symlink():
+            raise OutputError(_link_message(root, path, what))
+    return path
+
+
+def _link_message(root: Path, path: Path, what: str) -> str:
+    return (f"{path} inside {what} {root} is a symbolic link (to {os.readlink(path)}); headstart writes only inside "
+            f"{what}: remove the link or choose another {what}")
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+_FULL_BYTES = 1 << 20
+
+
+def disk_full(exc: BaseException, where: PathLike) -> bool:
+    """Whether ``exc``, raised while writing into directory ``where``, means that the disk is full.
+
+    Writers report a full disk differently (``OSError(ENOSPC)``; safetensors' Rust text; numpy's short
+    write; torch's zip writer), so besides the error itself the filesystem's free space is looked at.
+    """
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return True
+    if any(text in str(exc) for text in _DISK_FULL_TEXT):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    try:
+        fs = os.statvfs(where)
+    except OSError:
+        return False
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail
+    return free * fs.f_frsize < _FULL_BYTES
+
+
+def _disk_full_error(path: Path, exc: BaseException) -> DiskFullError:
+    reason = getattr(exc, "strerror", None) or "No space left on device"
+    return DiskFullError(f"the disk is full while writing {path} ({reason}); nothing partial was kept: free space "
+                         f"on {path.parent} and rerun the command")
 
 
 def write_bytes(path: PathLike, data: bytes) -> Path:
@@ -157,6 +267,7 @@ def atomic_dir(final: PathLike, *, replace: bool = False) -> Iterator[Path]:
     without a whole directory at ``final``) and deleted.
     """
     final = Path(final)
+    check_target(final, "directory")
     if final.exists() and not replace:
         raise FileExistsError(errno.EEXIST, "already exists", str(final))
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +283,11 @@ def atomic_dir(final: PathLike, *, replace: bool = False) -> Iterator[Path]:
                 raise FileExistsError(errno.EEXIST, "appeared while it was being written", str(final))
             os.rename(tmp, final)
             _fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
+        full = disk_full(exc, final.parent)
         shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise _disk_full_error(final, exc) from exc
         raise
 
 

@@ -275,12 +275,21 @@ class SubnetSpec:
         if not path.is_file():
             raise SpecError(f"spec file {path} does not exist")
         try:
-            doc = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise SpecError(f"{path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+            doc = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise SpecError(f"{path} is not a spec file (binary data, not YAML/JSON text); give the spec.yaml "
+                            "that search or extract wrote") from None
+        except OSError as exc:
+            raise SpecError(f"cannot read the spec file {path} ({exc.strerror or exc})") from None
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise SpecError(f"{path} is not valid YAML/JSON: {(str(exc).splitlines() or ['too deeply nested'])[0]}"
+                            ) from None
         if isinstance(doc, dict) and "spec" in doc:
             doc = doc["spec"]
-        return cls.from_dict(doc)
+        try:
+            return cls.from_dict(doc)
+        except SpecError as exc:
+            raise SpecError(f"{path}: {exc}; give a spec written by search or extract") from None
 
     def canonical(self) -> SubnetSpec:
         """The same sub-network with every index set sorted (layer order kept): equal functions,

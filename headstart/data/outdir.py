@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from headstart.data.shards import MANIFEST, SPLITS, map_shard, write_json
+from headstart.data.shards import MANIFEST, SPLITS, map_shard, read_manifest, write_json
 from headstart.errors import DataError
-from headstart.io import confined, is_temp_name, remove_stale_temps
+from headstart.io import LOCK_NAME, confined, is_temp_name, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ PROGRESS = ".progress.json"
 
 
 def _ours(name: str) -> bool:
-    return name in (MANIFEST, PROGRESS, *SPLITS) or is_temp_name(name)
+    return name in (MANIFEST, PROGRESS, LOCK_NAME, *SPLITS) or is_temp_name(name)
 
 
 def check_out_dir(out: Path, fingerprint: str, overwrite: bool) -> None:
@@ -75,9 +75,11 @@ def reusable(out: Path, key: str, overwrite: bool) -> dict[str, Any] | None:
     manifest = manifest if isinstance(manifest, dict) else {}
     if manifest.get("key") == key and not overwrite:
         try:
+            manifest = read_manifest(out)  # its fields checked, then every shard's bytes
             for split in SPLITS:
                 for shard in manifest["splits"][split]["shards"]:
-                    map_shard(confined(out, shard["file"]), np.dtype(manifest["dtype"]), int(shard["tokens"]))
+                    map_shard(confined(out, shard["file"]), np.dtype(manifest["dtype"]), int(shard["tokens"]),
+                              shard["sha256"], manifest["vocab_size"])
             (out / PROGRESS).unlink(missing_ok=True)  # left over if a run stopped right after its manifest
             return manifest
         except DataError as exc:

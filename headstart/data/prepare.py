@@ -10,6 +10,8 @@ The run is streamed, parallel, idempotent and resumable:
   shards (atomically) and ``.progress.json`` records the shards and how many documents are done.
   An interrupted run resumes from there; files no checkpoint recorded are discarded.
 * ``manifest.json`` is written last: a directory with a manifest is complete.
+* the output directory is locked for the whole run (``.headstart.lock``), so a second ``prepare`` into
+  it is refused at once; a symbolic link inside it is refused before anything is written or removed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from headstart.data.sources import (
 )
 from headstart.data.splits import DEFAULT_SEARCH, DEFAULT_VAL, SplitAssignment, held_out_count
 from headstart.errors import ConfigError, DataError
+from headstart.io import check_output_tree, output_lock
 from headstart.progress import Progress, report
 
 log = logging.getLogger(__name__)
@@ -124,22 +127,39 @@ def prepare_corpus(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Prepared:
-    """:func:`prepare`, also telling whether an existing result was reused (and its manifest)."""
+    """:func:`prepare`, also telling whether an existing result was reused (and its manifest).
+
+    ``out_dir`` is locked for the run (a second writer is refused at once, see
+    :func:`headstart.io.output_lock`) and may hold no symbolic link below it.
+    """
     if shard_tokens < 1 or max_doc_bytes < 16:
         raise ConfigError("--shard-tokens must be >= 1 (and max_doc_bytes >= 16)")
     out = Path(out_dir).expanduser()
     sources = resolve_inputs(inputs)
     tok = _tokenizer_facts(tokenizer, tokenizer_source)
     check_out_dir(out, tok["fingerprint"], overwrite)
+    options = {"text_field": text_field, "seed": seed, "shard_tokens": shard_tokens, "max_doc_bytes": max_doc_bytes}
+    with output_lock(out):
+        check_output_tree(out)
+        check_out_dir(out, tok["fingerprint"], overwrite)  # again, now that no other writer can change it
+        return _prepare_locked(out, sources, tokenizer, tok, options, (search_frac, val_frac), workers, overwrite,
+                               progress)
+
+
+def _prepare_locked(out: Path, sources: list[Source], tokenizer: Any, tok: dict[str, Any], options: dict[str, Any],
+                    held_out: tuple[float | None, float | None], workers: int | None, overwrite: bool,
+                    progress: Progress | None) -> Prepared:
+    """The body of :func:`prepare_corpus`, run while holding the lock of ``out``."""
+    text_field, max_doc_bytes, shard_tokens = options["text_field"], options["max_doc_bytes"], options["shard_tokens"]
     infos = []
     for source in sources:
         infos.append(scan_source(source, text_field, max_doc_bytes))
         report(progress, "scan", len(infos), len(sources))
     _check_not_empty(sources, infos)
     n_docs = sum(i.documents for i in infos)
-    search, val = _held_out(sources, search_frac, val_frac)
-    assign = SplitAssignment(n_docs, held_out_count(search, n_docs, "search"), held_out_count(val, n_docs, "val"), seed)
-    options = {"text_field": text_field, "seed": seed, "shard_tokens": shard_tokens, "max_doc_bytes": max_doc_bytes}
+    search, val = _held_out(sources, *held_out)
+    assign = SplitAssignment(n_docs, held_out_count(search, n_docs, "search"), held_out_count(val, n_docs, "val"),
+                             options["seed"])
     settings, key = _settings(tok, sources, infos, assign, options)
     reused = reusable(out, key, overwrite)
     if reused is not None:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from headstart import io
-from headstart.errors import DataError
+from headstart.data.verify import check_manifest, verify_shard
+from headstart.errors import DataError, DiskFullError
 from headstart.io import atomic_file
 
 SPLITS: tuple[str, ...] = ("train", "search", "val")
@@ -33,10 +34,11 @@ def dtype_for_vocab(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
-def disk_full_error(path: Path, exc: OSError) -> DataError:
+def disk_full_error(path: Path, exc: BaseException) -> DataError:
     """The one-line error for a full disk (or exhausted quota) while writing ``path``."""
+    reason = getattr(exc, "strerror", None) or "No space left on device"
     return DataError(
-        f"the disk is full while writing {path} ({exc.strerror or exc}); free space on {path.parent} "
+        f"the disk is full while writing {path} ({reason}); free space on {path.parent} "
         "and rerun the same command: completed shards are kept and the run resumes"
     )
 
@@ -59,6 +61,8 @@ def write_shard(path: Path, tokens: np.ndarray) -> str:
                 chunk = data[start : start + _CHUNK_BYTES]
                 digest.update(chunk)
                 _write_chunk(fh, chunk)
+    except DiskFullError as exc:
+        raise disk_full_error(path, exc.__cause__ or exc) from exc
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise disk_full_error(path, exc) from exc
@@ -71,6 +75,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     to resume."""
     try:
         io.write_json(path, data)
+    except DiskFullError as exc:
+        raise disk_full_error(path, exc.__cause__ or exc) from exc
     except OSError as exc:
         if exc.errno in _DISK_FULL:
             raise disk_full_error(path, exc) from exc
@@ -81,7 +87,8 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``manifest.json`` of a prepared directory.
 
     Raises :class:`DataError` if the directory or its manifest is missing, or the manifest is not
-    valid JSON of this format.
+    valid JSON of this format, or its fields are malformed or disagree (see
+    :func:`headstart.data.verify.check_manifest`).
     """
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
@@ -92,32 +99,46 @@ def read_manifest(data_dir: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise DataError(
-            f"{path} is corrupt ({exc}); rerun `headstart prepare --overwrite` into this directory"
+            f"{path} is corrupt ({reason}); rerun `headstart prepare --overwrite` into this directory"
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or "splits" not in manifest:
         raise DataError(f"{path} is not a headstart token manifest ({FORMAT}); rerun `headstart prepare --overwrite`")
-    missing = [s for s in SPLITS if not isinstance(manifest["splits"].get(s), dict)]
+    splits = manifest["splits"] if isinstance(manifest["splits"], dict) else {}
+    missing = [s for s in SPLITS if not isinstance(splits.get(s), dict)]
     if missing:
         raise DataError(f"{path} lacks the split(s) {', '.join(missing)}; rerun `headstart prepare --overwrite`")
+    check_manifest(path, manifest, SPLITS)
     return manifest
 
 
 class TokenStream:
-    """The token stream of one split: its shards, memory-mapped, read as one virtual array."""
+    """The token stream of one split: its shards, memory-mapped, read as one virtual array.
 
-    def __init__(self, data_dir: str | os.PathLike[str], split: str, manifest: dict[str, Any] | None = None):
+    Every shard is verified against the manifest on its first open in this process (sha256, ids inside
+    the vocabulary, see :mod:`headstart.data.verify`) unless ``verify`` is off; the split must end with
+    the manifest's EOS id, as every prepared document does.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], split: str, manifest: dict[str, Any] | None = None,
+                 verify: bool = True):
         if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; splits are {', '.join(SPLITS)}")
         self.manifest = manifest if manifest is not None else read_manifest(data_dir)
         self.dtype = np.dtype(self.manifest["dtype"])
+        vocab = self.manifest["vocab_size"] if verify else None
         self.shards: list[np.ndarray] = []
         self.offsets: list[int] = [0]
         for shard in self.manifest["splits"][split]["shards"]:
             path = io.confined(data_dir, shard["file"])
-            self.shards.append(map_shard(path, self.dtype, int(shard["tokens"])))
+            self.shards.append(map_shard(path, self.dtype, int(shard["tokens"]), shard.get("sha256"), vocab))
             self.offsets.append(self.offsets[-1] + int(shard["tokens"]))
+        eos = self.manifest.get("eos_id")
+        if verify and len(self) and int(self.shards[-1][-1]) != eos:
+            raise DataError(f"split {split!r} of {data_dir} does not end with the manifest's EOS id {eos}; the "
+                            f"manifest or its shards were altered: rerun `headstart prepare --overwrite` for it")
 
     def __len__(self) -> int:
         return self.offsets[-1]
@@ -136,8 +157,10 @@ class TokenStream:
         return np.concatenate(parts) if len(parts) != 1 else np.array(parts[0])
 
 
-def map_shard(path: Path, dtype: np.dtype, tokens: int) -> np.ndarray:
-    """Memory-map one shard read-only, after checking that its size matches the manifest."""
+def map_shard(path: Path, dtype: np.dtype, tokens: int, sha256: str | None = None,
+              vocab_size: int | None = None) -> np.ndarray:
+    """Memory-map one shard read-only, after checking that its size matches the manifest; with ``sha256``
+    and ``vocab_size`` also its bytes and ids (once per process, :func:`~headstart.data.verify.verify_shard`)."""
     if not path.is_file():
         raise DataError(f"shard {path} is missing; rerun `headstart prepare --overwrite` for this directory")
     size = path.stat().st_size
@@ -146,6 +169,8 @@ def map_shard(path: Path, dtype: np.dtype, tokens: int) -> np.ndarray:
             f"shard {path} has {size} bytes, expected {tokens * dtype.itemsize}; it is truncated or altered: "
             "rerun `headstart prepare --overwrite` for this directory"
         )
+    if sha256 is not None and vocab_size is not None:
+        verify_shard(path, dtype, sha256, vocab_size)
     return np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
 
 

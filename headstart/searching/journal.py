@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from headstart.errors import CheckpointError
-from headstart.io import write_text
+from headstart.io import check_target, write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +29,55 @@ _RECORD_KEYS = ("run", "bin", "spec_hash", "loss")
 
 
 def read_journal(path: str | os.PathLike[str]) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """``(header, records, bad_lines)`` of a journal file; raises if the header itself is unreadable."""
-    lines = Path(path).read_text().splitlines()
+    """``(header, records, bad_lines)`` of a journal file.
+
+    A file that is not a journal (binary data, no header line, another kind or version) raises one
+    :class:`CheckpointError` line; a record that does not parse or lacks its typed fields is returned
+    among ``bad_lines``.
+    """
+    try:
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not a headstart search journal (binary data); remove it or choose "
+                              "another --out") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the journal {path} ({exc.strerror or exc}); choose another --out") from None
     if not lines:
         raise CheckpointError(f"journal {path} is empty; remove it or choose another --out")
     try:
         header = json.loads(lines[0])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         header = None
     if not isinstance(header, dict) or header.get("kind") != KIND:
         raise CheckpointError(f"{path} is not a headstart search journal (bad first line); choose another --out")
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"journal {path} has version {header.get('version')!r}, this headstart writes "
+                              f"{VERSION}; start a new search in another --out")
     records, bad = [], []
     for line in lines[1:]:
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             bad.append(line)
             continue
-        if not isinstance(rec, dict) or any(k not in rec for k in _RECORD_KEYS):
+        if not _well_formed(rec):
             bad.append(line)
             continue
         records.append(rec)
     return header, records, bad
+
+
+def _well_formed(rec: Any) -> bool:
+    """Whether a journal line holds a record whose fields have the types the search reads."""
+    if not isinstance(rec, dict) or any(k not in rec for k in _RECORD_KEYS):
+        return False
+    loss, bin_ = rec["loss"], rec["bin"]
+    number = isinstance(loss, (int, float)) and not isinstance(loss, bool)
+    return (isinstance(rec["run"], str) and isinstance(rec["spec_hash"], str) and (loss is None or number)
+            and isinstance(bin_, int) and not isinstance(bin_, bool) and bin_ >= 0
+            and isinstance(rec.get("scored_flops", 0), int))
 
 
 def loss_of(record: dict[str, Any]) -> float:
@@ -71,6 +96,8 @@ class Journal:
         self.header = {"kind": KIND, "version": VERSION, **header}
         self.records: list[dict[str, Any]] = []
         self.skipped = 0
+        if write:  # appended in place: never through a link, never onto a special file
+            check_target(self.path, "regular")
         if self.path.exists() and not resume and write:
             raise CheckpointError(
                 f"{self.path} already exists; pass --resume to continue that search or choose another --out"
@@ -99,6 +126,7 @@ class Journal:
             log.warning("journal %s: skipped %d unreadable line(s), kept in %s.corrupt", self.path, len(bad),
                         self.path.name)
             if self.write:
+                check_target(self.path.with_name(self.path.name + ".corrupt"), "regular")
                 with open(self.path.with_name(self.path.name + ".corrupt"), "a") as f:
                     f.write("\n".join(bad) + "\n")
                 self._rewrite(records)

@@ -162,15 +162,8 @@ class TeacherCache:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        try:
-            self.meta = json.loads((self.path / MANIFEST).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(
-                f"{self.path} is not a teacher cache ({exc}); build one with `headstart cache-logits`"
-            ) from None
-        if self.meta.get("format") != FORMAT:
-            raise DataError(f"{self.path} is not a {FORMAT} cache; rebuild it with `headstart cache-logits`")
-        self.k, self.vocab, self.seq_len = int(self.meta["k"]), int(self.meta["vocab"]), int(self.meta["seq_len"])
+        self.meta = _read_meta(self.path)
+        self.k, self.vocab, self.seq_len = self.meta["k"], self.meta["vocab"], self.meta["seq_len"]
         self._rows: dict[bytes, tuple[int, int]] = {}
         self._arrays: dict[int, dict[str, np.ndarray]] = {}
         for s in range(len(self.meta["shards"])):
@@ -179,7 +172,7 @@ class TeacherCache:
                 self._rows.setdefault(key.tobytes(), (s, r))
 
     def _load(self, shard: int, part: str) -> np.ndarray:
-        """One verified, memory-mapped part of a shard (checksum checked on first use)."""
+        """One verified, memory-mapped part of a shard (checksum and shape checked on first use)."""
         arrays = self._arrays.setdefault(shard, {})
         if part not in arrays:
             info = self.meta["shards"][shard]["files"][part]
@@ -189,7 +182,17 @@ class TeacherCache:
                     f"teacher cache file {path} is missing or was modified (checksum mismatch); "
                     "rebuild the cache with `headstart cache-logits`"
                 )
-            arrays[part] = np.load(path, mmap_mode="r", allow_pickle=False)
+            try:
+                array = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"teacher cache file {path} is not a readable array ({_first_line(exc)}); "
+                                "rebuild the cache with `headstart cache-logits`") from None
+            windows = self.meta["shards"][shard]["windows"]
+            want = _part_layout(part, windows, self.seq_len, self.k, np.dtype(self.meta["index_dtype"]))
+            if (array.shape, array.dtype) != want:
+                raise DataError(f"teacher cache file {path} holds {array.dtype}{list(array.shape)}, its manifest "
+                                f"implies {want[1]}{list(want[0])}; rebuild the cache with `headstart cache-logits`")
+            arrays[part] = array
         return arrays[part]
 
     def check(self, *, seq_len: int, vocab: int, data_fingerprint: str | None = None,
@@ -230,3 +233,50 @@ class TeacherCache:
         index = torch.from_numpy(np.stack(parts["index"]).astype(np.int64)).to(device)
         rest = torch.from_numpy(np.stack(parts["rest"])).to(device)
         return TopK(logp.flatten(0, 1), index.flatten(0, 1), rest.flatten())
+
+
+def _part_layout(part: str, windows: int, seq_len: int, k: int, ids: np.dtype) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype of one part of a shard of ``windows`` windows."""
+    return {"keys": ((windows, 16), np.dtype(np.uint8)), "logp": ((windows, seq_len, k), np.dtype(np.float16)),
+            "index": ((windows, seq_len, k), ids), "rest": ((windows, seq_len), np.dtype(np.float32))}[part]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """The parsed ``cache.json`` of a cache, its fields checked; one :class:`DataError` line otherwise."""
+    rebuild = "rebuild it with `headstart cache-logits`"
+    try:
+        meta = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"{path} is not a teacher cache ({_first_line(exc)}); build one with `headstart cache-logits`"
+                        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataError(f"{path} is not a {FORMAT} cache; {rebuild}")
+
+    def bad(field: str, what: str) -> DataError:
+        return DataError(f"{path / MANIFEST}: {field} {what}; the cache was altered or damaged: {rebuild}")
+
+    for name in ("k", "vocab", "seq_len", "windows"):
+        value = meta.get(name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "windows" else 1):
+            raise bad(name, f"is {value!r}, not a positive integer")
+    if meta.get("index_dtype") != index_dtype(meta["vocab"]).str:
+        raise bad("index_dtype", f"is {meta.get('index_dtype')!r} but a vocabulary of {meta['vocab']} is stored as "
+                  f"{index_dtype(meta['vocab']).str}")
+    shards = meta.get("shards")
+    if not isinstance(shards, list):
+        raise bad("shards", "is not a list")
+    for i, shard in enumerate(shards):
+        files = shard.get("files") if isinstance(shard, dict) else None
+        windows = shard.get("windows") if isinstance(shard, dict) else None
+        if not isinstance(windows, int) or isinstance(windows, bool) or windows < 1:
+            raise bad(f"shards[{i}].windows", f"is {windows!r}, not a positive integer")
+        if not isinstance(files, dict) or any(not isinstance(files.get(p), dict) or not isinstance(
+                files[p].get("file"), str) or not isinstance(files[p].get("sha256"), str) for p in PARTS):
+            raise bad(f"shards[{i}].files", f"must name a file and sha256 for each of {', '.join(PARTS)}")
+    if sum(shard["windows"] for shard in shards) != meta["windows"]:
+        raise bad("windows", f"is {meta['windows']} but the shards hold {sum(sh['windows'] for sh in shards)}")
+    return meta
