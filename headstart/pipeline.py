@@ -112,7 +112,7 @@ class Pipeline:
         """Run every stage (or up to ``only``); return the last stage's output directory."""
         if only is not None and only not in STAGES:
             raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
-        check(self.recipe)
+        self.recipe = check(self.recipe, self.say)
         self.out.mkdir(parents=True, exist_ok=True)
         write_yaml(self.out / "recipe.yaml", self.recipe.to_dict())
         steps: list[tuple[str, Callable[[], Path]]] = [
@@ -310,12 +310,14 @@ class Pipeline:
         return write_report(self.out, self.recipe, self.labels)
 
 
-def check(recipe: RecipeConfig) -> None:
+def check(recipe: RecipeConfig, say: Callable[[str], None] = log.info) -> RecipeConfig:
     """Everything the recipe's stages can check before anything is written: the inputs, the teacher and its
-    positions against every window length, the budgets against the search space, the metrics backends."""
+    positions against every window length, the budgets against the search space, the metrics backends.
+    Returns the recipe with its search's setup decided (:func:`~headstart.searching.budget.resolve_setup`)."""
     from headstart import preflight
     from headstart.data import stage as data_stage
     from headstart.searching import stage as search_stage
+    from headstart.searching.budget import resolve_setup
     from headstart.teacher import model_config
     from headstart.training.stage import check_backends
 
@@ -324,11 +326,15 @@ def check(recipe: RecipeConfig) -> None:
     data_stage.check(PreparePaths(tokenizer=recipe.teacher, out=str(out / "data"), inputs=list(recipe.corpus)),
                      recipe.prepare)
     config = model_config(recipe.teacher)
+    recipe, plan = resolve_setup(recipe, config)
+    if plan is not None:
+        say(plan.describe())
     search_stage.check_options(config, recipe.search)
     for what, length in (("train.seq_len", recipe.train.seq_len), ("eval.seq_len", recipe.eval.seq_len)):
         preflight.seq_len(config, length, "the teacher", flag=what)
     for name in recipe.compare.runs:
         check_backends(recipe.train_config(name).logging)
+    return recipe
 
 
 def check_prepared(recipe: RecipeConfig, data: str) -> None:

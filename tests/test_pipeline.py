@@ -27,7 +27,8 @@ def _recipe(teacher: Path, out: Path) -> dict:
         "corpus": [str(CORPUS)], "prepare": {"search_frac": 1, "val_frac": 1, "workers": 1},
         "search": {"params": "110K", "tolerance": 0.25, "seq_len": 32, "batch_size": 4,
                    "evolution": {"evaluations": 6, "population": 4},
-                   "fitness": {"windows": 4, "calibration_windows": 4}},
+                   "fitness": {"windows": 4, "calibration_windows": 4},
+                   "rungs": {"count": 2, "candidates": 2, "tokens": 256}},
         "train": {"tokens": 2048, "seq_len": 32, "batch_size": 4, "optim": {"lr": 3e-3},
                   "validation": {"every": 4, "windows": 4}, "checkpoint": {"every": 4}},
         "eval": {"windows": 4, "seq_len": 32, "max_new_tokens": 4},
@@ -60,7 +61,9 @@ def test_run_every_stage_then_skip_then_recompute(tiny_teacher_dirs, tmp_path, c
     (budget,) = json.loads((out / "report" / "summary.json").read_text())["budgets"]
     assert [r["run"] for r in budget["rows"]] == ["random-ce", "first-k-kd", "searched-ce", "searched-kd", "teacher"]
     assert budget["setup_flops"]["importance"] > 0 and budget["setup_flops"]["search"] > 0
-    assert budget["setup_flops"]["rungs"] > 0  # the training-aware rungs (1 % of train.tokens at rung 1)
+    assert budget["setup_flops"]["rungs"] > 0  # the recipe's own rungs: the setup share leaves them as set
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())["search"]  # what ran, the plan's choices filled in
+    assert saved["rungs"] == {**saved["rungs"], "count": 2, "tokens": 256, "candidates": 2}
     report = (out / "report" / "report.md").read_text()
     assert "| random init, CE |" in report and "searched sub-network, KD" in report
     assert load_recipe(yaml.safe_load((out / "recipe.yaml").read_text())).out == str(out)  # saved recipe reloads

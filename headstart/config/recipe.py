@@ -91,6 +91,9 @@ class RecipeConfig(Section):
                                "builtin:shakespeare")
     out: str = option("runs/headstart", "output directory")
     seed: int = option(0, "seed of the search, the students' init and the data order (sections may override)", **SEED)
+    setup_share: float | None = option(0.02, "the share of one student's training FLOPs that importance, screen and "
+                                       "rungs may spend together: it sizes search.fitness.windows and search.rungs "
+                                       "where they are unset (null: the search's own defaults)", ge=0, le=1)
     prepare: PrepareConfig = option(PrepareConfig, "the prepare stage")
     search: SearchConfig = option(SearchConfig(params="50M"), "the search stage")
     reconstruct: ReconstructConfig = option(ReconstructConfig, "reconstructed weights for the cut students")
@@ -105,10 +108,10 @@ class RecipeConfig(Section):
             raise FieldError("search.params", "is missing: the students' parameter budget(s), e.g. 50M")
         if "rung-kd" in self.compare.runs:
             rungs = self.search.rungs
-            if not rungs.count:
+            if rungs.count == 0:
                 raise FieldError("compare.runs", "rung-kd continues the search's rung winner; set search.rungs.count "
                                  ">= 1")
-            if rungs.budget(rungs.count) >= self.train.tokens:
+            if rungs.count is not None and rungs.budget(rungs.count) >= self.train.tokens:
                 raise FieldError("compare.runs", f"rung-kd: the rung winner has trained {rungs.budget(rungs.count):,} "
                                  f"tokens, not fewer than train.tokens {self.train.tokens:,}; lower "
                                  "search.rungs.tokens or raise train.tokens")
@@ -158,7 +161,7 @@ def load_recipe(data: dict[str, Any], where: str = "recipe", overrides: dict[str
         part = values.get(section)
         if part is None or isinstance(part, dict):
             values[section] = {"seed": seed, **(part or {})}
-    _scale_rungs(values["search"], values.get("train"), values.get("compare"))
+    _scale_rungs(values["search"], values.get("compare"))
     return build(RecipeConfig, values, where=where)
 
 
@@ -174,21 +177,14 @@ def _refuse_paths(data: Any, where: str) -> None:
                                   f"remove it from the {section} section ({where})")
 
 
-def _scale_rungs(search: Any, train: Any, compare: Any) -> None:
-    """Rungs the search section leaves unset follow the final training: rung 1 trains 1 % of ``train.tokens``,
-    on the schedule of the runs that start from the teacher's weights (``compare.inherited``)."""
+def _scale_rungs(search: Any, compare: Any) -> None:
+    """Rungs the search section leaves unset train on the schedule of the runs that start from the teacher's
+    weights (``compare.inherited``); their number and length follow ``setup_share`` (searching/budget.py)."""
     if not isinstance(search, dict):
         return
     rungs = search.setdefault("rungs", {})
     if not isinstance(rungs, dict):
         return  # reported when the recipe is built
-    if isinstance(train, dict) and "tokens" not in rungs:
-        from headstart.config.fields import coerce
-
-        try:  # a bad train.tokens is reported when the recipe is built
-            rungs["tokens"] = max(1024, coerce(train.get("tokens", TrainConfig.tokens), int, "tokens") // 100)
-        except (ConfigError, TypeError):
-            pass
     inherited = compare.get("inherited", INHERITED) if isinstance(compare, dict) else INHERITED
     inherited = normalize(TrainConfig, inherited) if isinstance(inherited, dict) else {}
     for key, (section, name) in {"lr": ("optim", "lr"), "warmup": ("schedule", "warmup")}.items():

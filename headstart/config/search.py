@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from headstart.config.common import DTYPE_HELP, DTYPES, ORDERS, TEACHER_HELP, check_device, check_local
@@ -11,6 +12,8 @@ from headstart.config.train import INHERITED_LR, INHERITED_WARMUP
 STRATEGIES = ("evolution", "random")
 GRANULARITIES = ("coarse", "fine")
 LAYOUTS = ("uniform", "layer-wise")
+#: The screen's windows and the rungs where neither the options nor a recipe's setup share set them.
+STANDALONE = {"windows": 16, "count": 2, "candidates": 4, "tokens": 25_000}
 
 
 @dataclass
@@ -66,7 +69,8 @@ class EvolutionConfig(Section):
 class FitnessConfig(Section):
     """How an untrained candidate is scored."""
 
-    windows: int = option(16, "search-split windows per evaluation", ge=1)
+    windows: int | None = option(None, "search-split windows per evaluation (default 16; in a recipe sized by its "
+                                 "setup_share)", ge=1)
     calibration_windows: int = option(32, "train-split windows for the importance pass", ge=1)
     abandon_after: float = option(0.25, "score this share of the windows first and stop a candidate clearly worse "
                                   "than the population there (0: always score every window)", ge=0, lt=1)
@@ -77,10 +81,12 @@ class FitnessConfig(Section):
 class RungsConfig(Section):
     """Training-aware selection: successive halving over short training runs after the untrained screen."""
 
-    count: int = option(2, "rungs of successive halving (0: rank by the untrained loss only)", ge=0, le=8)
-    candidates: int = option(4, "candidates per bin that train in rung 1", ge=1)
-    tokens: int = option(25_000, "training tokens of rung 1 (rung r: tokens x eta^(r-1), each from the cut)",
-                         ge=1, le=2**40)
+    count: int | None = option(None, "rungs of successive halving (0: rank by the untrained loss only; default 2, "
+                               "in a recipe sized by its setup_share)", ge=0, le=8)
+    candidates: int | None = option(None, "candidates per bin that train in rung 1 (default 4, in a recipe sized by "
+                                    "its setup_share)", ge=1)
+    tokens: int | None = option(None, "training tokens of rung 1 (rung r: tokens x eta^(r-1), each from the cut; "
+                                "default 25k, in a recipe sized by its setup_share)", ge=1, le=2**40)
     eta: int = option(2, "halving factor: 1/eta of the candidates continue to the next rung", ge=2)
     lr: float = option(INHERITED_LR, "peak LR of the rung training (the schedule of a student cut from the teacher)",
                        gt=0)
@@ -89,7 +95,7 @@ class RungsConfig(Section):
 
     def budget(self, rung: int) -> int:
         """Training tokens of a candidate's run in ``rung`` (1-based), from the cut."""
-        return self.tokens * self.eta ** (rung - 1)
+        return (self.tokens or STANDALONE["tokens"]) * self.eta ** (rung - 1)
 
 
 @dataclass
@@ -115,6 +121,14 @@ class SearchConfig(Section):
         if self.params is not None:
             budgets(self.params)
         check_device(self.device)
+
+    def filled(self) -> SearchConfig:
+        """This search with every unset screen and rung setting at :data:`STANDALONE`."""
+        fitness = self.fitness if self.fitness.windows is not None else dataclasses.replace(
+            self.fitness, windows=STANDALONE["windows"])
+        unset = {k: STANDALONE[k] for k in ("count", "candidates", "tokens") if getattr(self.rungs, k) is None}
+        rungs = dataclasses.replace(self.rungs, **unset) if unset else self.rungs
+        return dataclasses.replace(self, fitness=fitness, rungs=rungs)
 
     def budgets(self) -> list[int] | None:
         """The parameter budgets of ``params`` (``None`` with ``bins``); :class:`FieldError` without either."""

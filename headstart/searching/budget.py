@@ -1,6 +1,7 @@
 """How much a recipe's search may spend, and what that buys: the screen's windows and the training-aware rungs.
 
-The rule (``setup_share`` of a recipe, 2 % by default): the importance pass, the untrained screen and the
+The rule (``setup_share`` of a recipe, 2 % by default, so that the setup stays small beside the training
+the head start saves): the importance pass, the untrained screen and the
 rungs together spend at most ``setup_share`` of the FLOPs that training one student for the whole
 ``train.tokens`` costs with the recipe's loss (``3 x`` the student's forward per token, plus the teacher's
 forward for the distilled share). Estimated from the analytic counts before anything runs:
@@ -10,11 +11,12 @@ forward for the distilled share). Estimated from the analytic counts before anyt
 * the screen takes half of what is left: as many windows per evaluation as fit, between 2 and 16;
 * the rungs take the rest: ``rungs.count`` rungs of successive halving over ``rungs.candidates`` candidates
   (2 rungs of 4, then 1 rung of 2), each candidate's run at least :data:`MIN_RUNG_STEPS` optimizer steps;
-  when even the smallest plan does not fit, the rungs are skipped, and the plan says why. Rung candidates
-  share one cached teacher pass, so the teacher's cost is paid once for the longest rung.
+  when even the smallest plan does not fit, the rungs are skipped, and the plan says why. Every rung run
+  distils from the teacher online, so each of its tokens costs the teacher's forward too.
 
 A value the recipe's search section sets itself is kept (it overrides the rule); ``setup_share: null``
-keeps the search's own defaults (:data:`STANDALONE`). Standalone ``headstart search`` uses those defaults.
+keeps the search's own defaults (:data:`~headstart.config.search.STANDALONE`), which standalone
+``headstart search`` uses.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from headstart.config.search import SearchConfig
 
 log = logging.getLogger(__name__)
 
-STANDALONE = {"windows": 16, "count": 2, "candidates": 4, "tokens": 25_000}  # the search's own defaults
 SCREEN_WINDOWS = (2, 16)  # fewest and most windows per evaluation the rule picks
 RUNG_PLANS = ((2, 4), (1, 2))  # (rungs, rung-1 candidates), most thorough first
 MIN_RUNG_STEPS = 8  # a rung run shorter than this ranks noise
@@ -59,17 +60,12 @@ class SetupPlan:
         """One line for the log and the report."""
         rungs = (f"{self.rung_count} rung(s) from {self.rung_candidates} candidates x {self.rung_tokens:,} tokens"
                  if self.rung_count else "no rungs")
-        return (f"setup {self.total:.3g} FLOPs ({self.total / self.training:.1%} of training): importance "
-                f"{self.importance:.3g}, screen {self.screen:.3g} ({self.windows} windows), {rungs}; {self.reason}")
-
-
-def fill_standalone(cfg: SearchConfig) -> SearchConfig:
-    """``cfg`` with every unset (``None``) screen and rung setting at the search's own defaults."""
-    fitness = cfg.fitness if cfg.fitness.windows is not None else dataclasses.replace(
-        cfg.fitness, windows=STANDALONE["windows"])
-    rungs = dataclasses.replace(cfg.rungs, **{k: STANDALONE[k] for k in ("count", "candidates", "tokens")
-                                              if getattr(cfg.rungs, k) is None})
-    return dataclasses.replace(cfg, fitness=fitness, rungs=rungs)
+        over = (f"; over the setup share of {self.budget:.3g} FLOPs: the importance pass and the screen's set or "
+                "fewest windows cost more" if self.total > self.budget else "")
+        share = self.total / self.training
+        return (f"setup {self.total:.3g} FLOPs ({share:.1%} of a student's train FLOPs): importance "
+                f"{self.importance:.3g}, screen {self.screen:.3g} ({self.windows} windows), {rungs}; {self.reason}"
+                + over)
 
 
 def plan_setup(recipe: RecipeConfig, teacher_config: Any) -> SetupPlan:
@@ -89,37 +85,51 @@ def plan_setup(recipe: RecipeConfig, teacher_config: Any) -> SetupPlan:
     per_window = evaluations * search.seq_len * per_param * sum(budgets) / len(budgets)
     windows = search.fitness.windows or _clamp(int((budget - importance) / 2 // per_window), *SCREEN_WINDOWS)
     screen = windows * per_window
-    rung = _plan_rungs(search, budget - importance - screen, student, teacher.flops_per_token, len(budgets))
-    return SetupPlan(budget, training, importance, screen, *rung)
+    flops, count, candidates, tokens, reason = _plan_rungs(search, budget - importance - screen, student,
+                                                           teacher.flops_per_token, len(budgets))
+    return SetupPlan(budget, training, importance, screen, flops, windows, count, candidates, tokens, reason)
 
 
 def _plan_rungs(search: SearchConfig, room: float, student: float, teacher: float,
                 bins: int) -> tuple[float, int, int, int, str]:
     """``(flops, count, candidates, tokens, reason)`` of the rungs that fit in ``room`` FLOPs."""
-    rungs, eta = search.rungs, search.rungs.eta
+    rungs = search.rungs
     if rungs.count == 0:
         return 0.0, 0, 0, 0, "the rungs are off (search.rungs.count 0)"
     min_tokens = MIN_RUNG_STEPS * search.batch_size * search.seq_len
     plans = [(rungs.count or r, rungs.candidates or c) for r, c in RUNG_PLANS]
     for count, candidates in dict.fromkeys(plans):
         # every rung trains its survivors for tokens x eta^(r-1): candidates x tokens student tokens per rung
-        student_tokens = bins * candidates * count
-        longest = eta ** (count - 1)  # the cached teacher covers the longest rung once
-        tokens = rungs.tokens or int(room / (3 * student * student_tokens + teacher * longest))
+        # rung r trains candidates / eta^(r-1) survivors for tokens x eta^(r-1) each: candidates x tokens per rung
+        runs_tokens = bins * candidates * count
+        tokens = rungs.tokens or int(room / ((3 * student + teacher) * runs_tokens))
         if rungs.tokens is not None or tokens >= min_tokens:
-            flops = 3 * student * student_tokens * tokens + teacher * longest * tokens
-            return flops, count, candidates, tokens, f"rungs sized to the setup share ({count} x {candidates})"
+            flops = (3 * student + teacher) * runs_tokens * tokens
+            why = "the recipe's rung tokens" if rungs.tokens is not None else "rungs sized to the setup share"
+            return flops, count, candidates, tokens, f"{why} ({count} x {candidates})"
     return 0.0, 0, 0, 0, (f"rungs skipped: the setup share buys fewer than {MIN_RUNG_STEPS} steps per candidate "
                           f"({min_tokens:,} tokens); raise setup_share or train.tokens, or set search.rungs")
 
 
 def apply_plan(recipe: RecipeConfig, plan: SetupPlan) -> RecipeConfig:
-    """``recipe`` with its search's unset screen windows and rungs taken from ``plan``."""
+    """``recipe`` with its search's unset screen windows and rungs taken from ``plan`` (the rest at
+    :data:`~headstart.config.search.STANDALONE`)."""
     search = recipe.search
     fitness = dataclasses.replace(search.fitness, windows=plan.windows)
-    rungs = dataclasses.replace(search.rungs, count=plan.rung_count, candidates=max(1, plan.rung_candidates),
-                                tokens=max(1, plan.rung_tokens))
-    return dataclasses.replace(recipe, search=dataclasses.replace(search, fitness=fitness, rungs=rungs))
+    sized = {"count": plan.rung_count}
+    if plan.rung_count:
+        sized.update(candidates=plan.rung_candidates, tokens=plan.rung_tokens)
+    rungs = dataclasses.replace(search.rungs, **sized)
+    return dataclasses.replace(recipe, search=dataclasses.replace(search, fitness=fitness, rungs=rungs).filled())
+
+
+def resolve_setup(recipe: RecipeConfig, teacher_config: Any) -> tuple[RecipeConfig, SetupPlan | None]:
+    """``recipe`` with every unset search setting decided: by the setup share's plan, or (``setup_share:
+    null``) at the search's own defaults; and the plan, if any."""
+    if recipe.setup_share is None:
+        return dataclasses.replace(recipe, search=recipe.search.filled()), None
+    plan = plan_setup(recipe, teacher_config)
+    return apply_plan(recipe, plan), plan
 
 
 def _clamp(x: int, lo: int, hi: int) -> int:

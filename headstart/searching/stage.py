@@ -130,6 +130,7 @@ def run(paths: SearchPaths, cfg: SearchConfig, teacher: Teacher | None = None,
         progress: Progress | None = None) -> SearchOutcome:
     """Run (or resume) the search; writes the journal, the best spec per bin, a summary and a plot to
     ``paths.out``. ``teacher`` may pass the already loaded teacher; ``progress`` hears of every phase."""
+    cfg = cfg.filled()
     check(paths, cfg)
     parallel.init()
     out = Path(paths.out)
