@@ -146,7 +146,8 @@ def test_round_trip_spec_export_train_export_with_cached_logits_and_resume(tmp_p
     assert summary["steps"] == 4 and summary["teacher_tokens"] == 0 and summary["final"]["kd"] > 0
 
     original = loop.Trainer._should_stop
-    monkeypatch.setattr(loop.Trainer, "_should_stop", lambda self: self.counters.step == 2 or original(self))
+    monkeypatch.setattr(loop.Trainer, "_should_stop",
+                        lambda self, **kw: self.counters.step == 2 or original(self, **kw))
     assert main([*train, "--out", str(tmp_path / "cut")]) != 0
     monkeypatch.setattr(loop.Trainer, "_should_stop", original)
     assert main([*train, "--out", str(tmp_path / "cut"), "--resume"]) == 0

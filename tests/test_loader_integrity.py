@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from headstart.errors import CheckpointError, DataError, OutputError, SpecError
-from headstart.search.journal import Journal, read_journal
+from headstart.searching.journal import Journal, read_journal
 from headstart.spec import SubnetSpec
-from headstart.train.teacher_cache import TeacherCache, build_cache
+from headstart.training.teacher_cache import TeacherCache, build_cache
 
 
 def _one_line(err) -> str:

@@ -101,7 +101,7 @@ def test_output_tree_helpers_name_the_first_link(tmp_path):
 def test_the_cache_writer_refuses_a_link_as_its_out(tmp_path):
     from train_support import VOCAB, confident_teacher
 
-    from headstart.train.teacher_cache import build_cache
+    from headstart.training.teacher_cache import build_cache
 
     outside = tmp_path / "outside"
     (tmp_path / "cache").symlink_to(outside, target_is_directory=True)

@@ -138,7 +138,8 @@ def test_interrupted_training_resumes(tiny_teacher_dirs, tmp_path, monkeypatch):
     data["search"]["rungs"] = {"count": 0}  # the stop below would also stop the rungs' short trainings
     recipe = load_recipe(data)
     original = loop.Trainer._should_stop
-    monkeypatch.setattr(loop.Trainer, "_should_stop", lambda self: self.counters.step == 6 or original(self))
+    monkeypatch.setattr(loop.Trainer, "_should_stop",
+                        lambda self, **kw: self.counters.step == 6 or original(self, **kw))
     with pytest.raises(Interrupted):
         Pipeline(recipe, say=lambda _: None).run()
     assert not (out / "runs" / LABEL / "random-ce" / "student").exists()

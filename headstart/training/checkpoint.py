@@ -29,7 +29,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from headstart.errors import CheckpointError
+from headstart.errors import CheckpointError, DiskFullError
 from headstart.io import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,12 @@ def save_checkpoint(out_dir: str | os.PathLike[str], step: int, *, model: dict[s
             torch.save(optimizer, tmp / "optimizer.pt")
             torch.save(ranks, tmp / "ranks.pt")
             (tmp / "trainer.json").write_text(json.dumps({**trainer, "step": step}, indent=1, default=str))
-    except OSError as exc:
+    except (OSError, DiskFullError) as exc:  # atomic_dir reports a full disk as DiskFullError
         prev = latest_checkpoint(out_dir)
         kept = f"the previous checkpoint {prev.name} is intact" if prev else "no earlier checkpoint exists"
+        reason = "No space left on device" if isinstance(exc, DiskFullError) else exc.strerror or exc
         raise CheckpointError(
-            f"could not write the checkpoint of step {step} ({exc.strerror or exc}); {kept}; free disk space "
+            f"could not write the checkpoint of step {step} ({reason}); {kept}; free disk space "
             "and --resume"
         ) from None
     for old in list_checkpoints(out_dir)[:-keep] if keep > 0 else []:
