@@ -35,6 +35,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"(?P<mark><!-- test: (?P<tag>[a-z]+) -->\s*\n)?```(?P<lang>[a-z]*)\n(?P<body>.*?)\n```", re.S)
 SHELL = {"bash", "sh", "shell"}
 FILE_SUFFIXES = (".yaml", ".yml", ".json", ".jsonl", ".txt", ".gguf", ".parquet", ".csv", ".md", ".sh")
+WHICH = "$(which headstart)"  # how torchrun finds the console script (one word once the shell unquotes it)
 TINY = {"builtin:smollm2-135m": "{teacher}"}  # what a `<!-- test: run -->` python block runs on instead
 
 
@@ -111,16 +112,13 @@ def check_shell(body: str, root: Path, recipe: str, where: str) -> int:
         n += 1
         if words[0] == "headstart":
             check_headstart(words[1:], root, recipe, where)
-        elif words[0] in ("torchrun", "srun"):
+        elif "torchrun" in words or words[0] == "srun":
             line = " ".join(words)
-            assert "python -m headstart" not in line and "-m headstart" not in line, f"{where}: {line}"
-            if words[0] == "torchrun":
-                raw = body.replace("\\\n", " ")
-                assert '"$(which headstart)"' in raw, f"{where}: torchrun must run \"$(which headstart)\": {line}"
-                rest = [w for w in words if not w.startswith("--nproc") and not w.startswith("--nnodes")]
-                tail = next((i for i, w in enumerate(rest) if w.endswith("headstart") and i > 0), None)
-                assert tail is not None, f"{where}: {line}"
-                check_headstart(rest[tail + 1:], root, recipe, where)
+            assert "-m" not in words[:words.index(WHICH)] if WHICH in words else "-m" not in words, \
+                f"{where}: torchrun runs the console script, never -m headstart: {line}"
+            if "torchrun" in words:
+                assert WHICH in words, f"{where}: torchrun must run \"$(which headstart)\": {line}"
+                check_headstart(words[words.index(WHICH) + 1:], root, recipe, where)
         else:
             assert "python -m headstart" not in " ".join(words), f"{where}: call the console script"
     return n
