@@ -192,3 +192,14 @@ def _release(key: str, path: Path) -> None:
                 os.unlink(path)  # while still holding the lock: see the module docstring
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def main_process_lock(directory: str | os.PathLike[str], *, what: str = "--out") -> Iterator[Path]:
+    """:func:`output_lock` taken by the main process only (``RANK`` 0 or unset): the other ranks of a
+    distributed run write under rank 0's lock (a second lock of theirs would refuse their own run)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield Path(directory)
+        return
+    with output_lock(directory, what=what) as held:
+        yield held

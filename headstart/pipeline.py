@@ -38,6 +38,7 @@ from headstart.config.search import SearchPaths
 from headstart.config.train import TrainPaths, flatten
 from headstart.errors import CheckpointError, ConfigError
 from headstart.io import write_json, write_yaml
+from headstart.locking import main_process_lock
 from headstart.progress import Progress, report
 
 log = logging.getLogger(__name__)
@@ -113,16 +114,16 @@ class Pipeline:
         if only is not None and only not in STAGES:
             raise ConfigError(f"unknown stage {only!r}; stages: {', '.join(STAGES)}")
         self.recipe = check(self.recipe, self.say)
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_yaml(self.out / "recipe.yaml", self.recipe.to_dict())
         steps: list[tuple[str, Callable[[], Path]]] = [
             ("prepare", self.prepare), ("search", self.search), ("train", self.train_all),
             ("eval", self.evaluate), ("report", self.report)]
         result = self.out
-        for name, step in steps:
-            result = step()
-            if name == only:
-                break
+        with main_process_lock(self.out, what="out"):  # one pipeline per output directory
+            write_yaml(self.out / "recipe.yaml", self.recipe.to_dict())
+            for name, step in steps:
+                result = step()
+                if name == only:
+                    break
         return result
 
     # -- stages --------------------------------------------------------------------------------

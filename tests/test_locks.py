@@ -145,3 +145,25 @@ def test_two_prepare_commands_on_one_directory(tmp_path, tiny_teacher_dirs, hold
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"pid {proc.pid}" in lines[0], run.stderr
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+
+
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_train_and_search_are_refused_while_another_process_writes_their_out(tmp_path, holder, capsys, command):
+    from tiny import prepared_corpus, save_tiny_teacher
+
+    from headstart.cli import main
+
+    teacher = save_tiny_teacher("llama", tmp_path / "teacher")
+    data = prepared_corpus(tmp_path)
+    out = tmp_path / "out"
+    proc = holder(out)
+    common = ["--teacher", str(teacher), "--data", str(data), "--out", str(out), "--seq-len", "16", "--batch-size", "2",
+              "--no-progress"]
+    argv = (["train", *common, "--student", f"random:{teacher}", "--tokens", "64", "--kd.kind", "none"]
+            if command == "train" else ["search", *common, "--params", "40k", "--fitness.windows", "2",
+                                        "--evolution.evaluations", "2", "--rungs.count", "0"])
+    capsys.readouterr()  # the tiny teacher's own save messages
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pid {proc.pid}" in err[0], err
+    assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # nothing written by the refused run

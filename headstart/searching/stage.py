@@ -25,6 +25,7 @@ from headstart.config.search import SearchConfig, SearchPaths
 from headstart.errors import CheckpointError, ConfigError
 from headstart.importance import data_fingerprint, load_or_compute_importance
 from headstart.io import write_json, write_yaml
+from headstart.locking import main_process_lock
 from headstart.progress import Progress
 from headstart.searching.bins import BinTable, SizeGrid, make_bins
 from headstart.searching.evolve import Evaluator, run_search
@@ -143,35 +144,34 @@ def run(paths: SearchPaths, cfg: SearchConfig, teacher: Teacher | None = None,
     tables = make_bins(SizeGrid(main_space), cfg.budgets(), cfg.tolerance, cfg.bins)
     _warn_idle(cfg, len(tables))
     header = _header(paths, cfg, teacher, windows, space_def, tables, orders)
-    if parallel.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-    parallel.barrier()
-    fitness = Fitness(teacher, windows, batch_size=cfg.batch_size, dtype=cfg.dtype, screen=cfg.fitness)
+    with main_process_lock(out):  # one writer per search directory (created here)
+        parallel.barrier()
+        fitness = Fitness(teacher, windows, batch_size=cfg.batch_size, dtype=cfg.dtype, screen=cfg.fitness)
 
-    def counter(spec: SubnetSpec) -> tuple[int, int]:
-        c = teacher.adapter.counts(spec.shape, cfg.seq_len)
-        return c.params, c.flops_per_token
+        def counter(spec: SubnetSpec) -> tuple[int, int]:
+            c = teacher.adapter.counts(spec.shape, cfg.seq_len)
+            return c.params, c.flops_per_token
 
-    runs: list[RunOutcome] = []
-    with Journal(out / JOURNAL, header, resume=paths.resume, write=parallel.is_main()) as journal:
-        evaluator = Evaluator(fitness, counter, journal)
-        for strategy, order in runs_of(cfg):
-            space = _space_of(cfg, space_def, teacher, orders, strategy, order, main_space)
-            name = f"{strategy}/{order}"
-            computed, start = evaluator.computed, time.perf_counter()
-            states = run_search(space, tables, evaluator, replace(cfg.evolution, strategy=strategy), cfg.seed, name,
-                                progress)
-            runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
-                                   time.perf_counter() - start, evaluator.flops.get(name, 0)))
-    outcome = SearchOutcome(cfg, tables, runs, teacher.source, out)
-    if calib is not None:
-        outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
-    outcome.rungs = run_rungs(runs[0].bins, cfg, teacher, paths.data, windows, out / "rungs", paths.resume,
-                              progress)
-    if parallel.is_main():
-        write_outputs(outcome, teacher, space_def)
-    parallel.barrier()
-    return outcome
+        runs: list[RunOutcome] = []
+        with Journal(out / JOURNAL, header, resume=paths.resume, write=parallel.is_main()) as journal:
+            evaluator = Evaluator(fitness, counter, journal)
+            for strategy, order in runs_of(cfg):
+                space = _space_of(cfg, space_def, teacher, orders, strategy, order, main_space)
+                name = f"{strategy}/{order}"
+                computed, start = evaluator.computed, time.perf_counter()
+                states = run_search(space, tables, evaluator, replace(cfg.evolution, strategy=strategy), cfg.seed, name,
+                                    progress)
+                runs.append(RunOutcome(name, strategy, order, states, evaluator.computed - computed,
+                                       time.perf_counter() - start, evaluator.flops.get(name, 0)))
+        outcome = SearchOutcome(cfg, tables, runs, teacher.source, out)
+        if calib is not None:
+            outcome.importance_flops = teacher.adapter.counts(seq_len=calib.shape[-1]).flops_per_token * calib.numel()
+        outcome.rungs = run_rungs(runs[0].bins, cfg, teacher, paths.data, windows, out / "rungs", paths.resume,
+                                  progress)
+        if parallel.is_main():
+            write_outputs(outcome, teacher, space_def)
+        parallel.barrier()
+        return outcome
 
 
 def _space_of(cfg: SearchConfig, space_def: SpaceDefinition, teacher: Teacher, orders: dict[str, Orders],

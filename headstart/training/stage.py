@@ -20,6 +20,7 @@ from headstart import parallel, preflight
 from headstart.config.train import LoggingConfig, TrainConfig, TrainPaths
 from headstart.errors import ConfigError, DataError, Interrupted, TeacherError
 from headstart.io import write_yaml
+from headstart.locking import main_process_lock
 from headstart.models import get_adapter
 from headstart.precision import compute_dtype
 from headstart.progress import Progress
@@ -94,7 +95,8 @@ def run(paths: TrainPaths, cfg: TrainConfig, teacher: Any = None, progress: Prog
     check(paths, cfg)
     started = not parallel.is_distributed() and parallel.init()  # a caller's group stays up
     try:
-        result = _train(paths, cfg, teacher, progress)
+        with main_process_lock(paths.out):  # one writer per run directory
+            result = _train(paths, cfg, teacher, progress)
         parallel.barrier()  # every rank done (rank 0 exports) before the group goes down
     finally:
         if started:
