@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
                       f"{_C}:SearchConfig", "headstart.searching.stage:run", "search", long=True),
     "train": Command("pretrain a student with cross-entropy and distillation from the teacher", f"{_C}:TrainPaths",
                      f"{_C}:TrainConfig", "headstart.training.stage:run", "train", long=True),
+    "export": Command("write a training run's checkpoint (the newest, or --step N) as a Hugging Face directory",
+                      f"{_C}:ExportPaths", f"{_C}:ExportConfig", "headstart.training.export:run_export", "export"),
     "cache-logits": Command("cache the teacher's top-k log-probabilities over the training windows",
                             f"{_C}:CachePaths", f"{_C}:CacheConfig", "headstart.training.cache_stage:run",
                             "cache_logits", long=True),

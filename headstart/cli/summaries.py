@@ -111,6 +111,11 @@ def train(result: Any, cfg: Any) -> str:
     return line + _remote_code_note(result.student_dir)
 
 
+def export(out: Path, cfg: Any) -> str:
+    """Where the checkpoint's Hugging Face directory is."""
+    return json.dumps({"student": str(out)})
+
+
 def cache_logits(out: Path, cfg: Any) -> str:
     """One JSON line: where the cache is, its windows, k and bytes per token."""
     info = json.loads((Path(out) / "cache.json").read_text())

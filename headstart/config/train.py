@@ -130,7 +130,10 @@ class CheckpointConfig(Section):
     """Checkpoints for resuming."""
 
     every: int = option(500, "steps between checkpoints (0: only at the end)", ge=0)
-    keep: int = option(2, "checkpoints kept (newest)", ge=1)
+    keep: int = option(2, "checkpoints kept (newest) while the run trains", ge=1)
+    retain: str = option("all", "what stays once the run has exported its student: all (the newest keep), last "
+                         "(the newest), none (the student alone; `headstart export` needs a checkpoint)",
+                         choices=("all", "last", "none"))
     async_save: bool = option(False, "with runtime.fsdp: write checkpoints in a background thread")
 
 
@@ -205,9 +208,9 @@ class TrainConfig(Section):
 
 #: Options that may change between a run and its resume: they do not change what is trained.
 RUN_ONLY = frozenset({"validation.every", "validation.windows", "validation.seed", "validation.target_loss",
-                      "checkpoint.every", "checkpoint.keep", "checkpoint.async_save", "logging.tensorboard",
-                      "logging.wandb", "logging.wandb_name", "logging.wandb_group", "runtime.compile",
-                      "runtime.activation_checkpointing", "runtime.shard_teacher"})
+                      "checkpoint.every", "checkpoint.keep", "checkpoint.retain", "checkpoint.async_save",
+                      "logging.tensorboard", "logging.wandb", "logging.wandb_name", "logging.wandb_group",
+                      "runtime.compile", "runtime.activation_checkpointing", "runtime.shard_teacher"})
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

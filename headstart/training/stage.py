@@ -24,7 +24,7 @@ from headstart.locking import main_process_lock
 from headstart.models import get_adapter
 from headstart.precision import compute_dtype
 from headstart.progress import Progress
-from headstart.training.export import SUMMARY, export_trained
+from headstart.training.export import SUMMARY, export_trained, retain_checkpoints
 from headstart.training.student import hidden_targets, is_spec_file, load_student
 
 
@@ -191,6 +191,8 @@ def _train(paths: TrainPaths, cfg: TrainConfig, teacher: Any, progress: Progress
     }
     tokenizer = student_tok or (teacher.tokenizer if teacher is not None else None)
     export_trained(trainer, tokenizer, Path(paths.out) / "student", summary)
+    if parallel.is_main():
+        retain_checkpoints(Path(paths.out), cfg.checkpoint.retain)
     return {**result, "summary": summary}
 
 
